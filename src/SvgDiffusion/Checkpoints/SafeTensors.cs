@@ -1,0 +1,192 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Checkpoints;
+
+/// <summary>One tensor's entry in a safetensors header.</summary>
+public sealed record SafeTensorInfo(string Name, ScalarType Dtype, string DtypeName, long[] Shape, long Begin, long End);
+
+/// <summary>
+/// The Hugging Face safetensors format: an 8-byte header length, a JSON header, raw little-endian
+/// data. Read and written here so that config metadata and lazy per-tensor reads stay in our hands.
+/// </summary>
+public static class SafeTensors
+{
+    const long MaxHeader = 100L << 20;
+
+    public static bool LooksLikeSafeTensors(string path)
+    {
+        using var fs = File.OpenRead(path);
+        if (fs.Length < 10) return false;
+        Span<byte> head = stackalloc byte[9];
+        fs.ReadExactly(head);
+        long n = BitConverter.ToInt64(head[..8]);
+        return n > 1 && n <= MaxHeader && n + 8 <= fs.Length && head[8] == (byte)'{';
+    }
+
+    public sealed class Header
+    {
+        public required string Path { get; init; }
+        public required long DataStart { get; init; }
+        public required IReadOnlyList<SafeTensorInfo> Tensors { get; init; }
+        public required IReadOnlyDictionary<string, string> Metadata { get; init; }
+    }
+
+    public static Header ReadHeader(string path)
+    {
+        using var fs = OpenRead(path);
+        if (fs.Length < 8) throw new SvgdException($"{path}: too short for a safetensors file ({fs.Length} bytes)");
+        Span<byte> lenBytes = stackalloc byte[8];
+        fs.ReadExactly(lenBytes);
+        long n = BitConverter.ToInt64(lenBytes);
+        if (n <= 0 || n > MaxHeader || 8 + n > fs.Length)
+            throw new SvgdException($"{path}: invalid safetensors header length {n} (file has {fs.Length} bytes; truncated or not safetensors)");
+        var buf = new byte[n];
+        fs.ReadExactly(buf);
+        JsonObject root;
+        try { root = JsonNode.Parse(buf)?.AsObject() ?? throw new JsonException("empty"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new SvgdException($"{path}: safetensors header is not valid JSON ({e.Message})"); }
+        var meta = new Dictionary<string, string>();
+        var tensors = new List<SafeTensorInfo>();
+        long dataLen = fs.Length - 8 - n;
+        foreach (var (name, node) in root)
+        {
+            if (name == "__metadata__")
+            {
+                if (node is JsonObject mo) foreach (var (k, v) in mo) meta[k] = v?.GetValue<string>() ?? "";
+                continue;
+            }
+            try
+            {
+                var o = node!.AsObject();
+                string dt = o["dtype"]!.GetValue<string>();
+                long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+                var off = o["data_offsets"]!.AsArray();
+                long b = off[0]!.GetValue<long>(), e = off[1]!.GetValue<long>();
+                var st = ParseDtype(path, name, dt);
+                long expect = shape.Aggregate(1L, (a, x) => a * x) * TorchPickle.ElementSize(st);
+                if (e - b != expect) throw new SvgdException($"{path}: tensor '{name}' has {e - b} bytes for shape [{string.Join(",", shape)}] {dt} (expected {expect})");
+                if (b < 0 || e > dataLen) throw new SvgdException($"{path}: tensor '{name}' lies outside the file's data (truncated file?)");
+                tensors.Add(new SafeTensorInfo(name, st, dt, shape, b, e));
+            }
+            catch (Exception ex) when (ex is NullReferenceException or InvalidOperationException or FormatException)
+            {
+                throw new SvgdException($"{path}: malformed header entry for tensor '{name}'");
+            }
+        }
+        return new Header { Path = path, DataStart = 8 + n, Tensors = tensors, Metadata = meta };
+    }
+
+    static FileStream OpenRead(string path)
+    {
+        try { return File.OpenRead(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new SvgdException($"{path}: cannot open ({e.Message})"); }
+    }
+
+    static ScalarType ParseDtype(string path, string name, string dt) => dt switch
+    {
+        "F32" => ScalarType.Float32,
+        "F16" => ScalarType.Float16,
+        "BF16" => ScalarType.BFloat16,
+        "F64" => ScalarType.Float64,
+        "I64" => ScalarType.Int64,
+        "I32" => ScalarType.Int32,
+        "I16" => ScalarType.Int16,
+        "I8" => ScalarType.Int8,
+        "U8" => ScalarType.Byte,
+        "BOOL" => ScalarType.Bool,
+        _ => throw new SvgdException($"{path}: tensor '{name}' has unsupported dtype {dt}"),
+    };
+
+    static string DtypeName(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => "F32",
+        ScalarType.Float16 => "F16",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Float64 => "F64",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        ScalarType.Int16 => "I16",
+        ScalarType.Int8 => "I8",
+        ScalarType.Byte => "U8",
+        ScalarType.Bool => "BOOL",
+        _ => throw new SvgdException($"cannot write dtype {t} to safetensors"),
+    };
+
+    /// <summary>Reads the named tensors (all when <paramref name="names"/> is null), in header order.</summary>
+    public static Dictionary<string, Tensor> Load(string path, IEnumerable<string>? names = null)
+    {
+        var header = ReadHeader(path);
+        var wanted = names?.ToHashSet();
+        var result = new Dictionary<string, Tensor>();
+        using var fs = OpenRead(path);
+        foreach (var info in header.Tensors.OrderBy(t => t.Begin))
+        {
+            if (wanted != null && !wanted.Contains(info.Name)) continue;
+            result[info.Name] = Read(fs, header, info);
+        }
+        if (wanted != null)
+            foreach (var n in wanted)
+                if (!result.ContainsKey(n)) throw new SvgdException($"{path}: no tensor named '{n}'");
+        return header.Tensors.Where(t => result.ContainsKey(t.Name)).ToDictionary(t => t.Name, t => result[t.Name]);
+    }
+
+    static Tensor Read(FileStream fs, Header header, SafeTensorInfo info)
+    {
+        var bytes = new byte[info.End - info.Begin];
+        fs.Seek(header.DataStart + info.Begin, SeekOrigin.Begin);
+        try { fs.ReadExactly(bytes); }
+        catch (EndOfStreamException) { throw new SvgdException($"{header.Path}: tensor '{info.Name}' is cut short (truncated file?)"); }
+        if (bytes.Length == 0) return torch.empty(info.Shape, dtype: info.Dtype);
+        return TensorBytes.FromBytes(bytes, info.Dtype, info.Shape);
+    }
+
+    /// <summary>
+    /// Writes tensors (CPU copies, contiguous) plus string metadata; the file appears atomically
+    /// (temp file + rename), so an interrupted save never leaves a half-written model behind.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var mo = new JsonObject();
+            foreach (var (k, v) in metadata) mo[k] = v;
+            header["__metadata__"] = mo;
+        }
+        long offset = 0;
+        var blobs = new List<Tensor>();
+        foreach (var (name, t) in list)
+        {
+            var c = t.detach().cpu().contiguous();
+            long nbytes = c.numel() * TorchPickle.ElementSize(c.dtype);
+            header[name] = new JsonObject
+            {
+                ["dtype"] = DtypeName(c.dtype),
+                ["shape"] = new JsonArray(c.shape.Select(x => (JsonNode)x).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + nbytes),
+            };
+            offset += nbytes;
+            blobs.Add(c);
+        }
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int pad = (8 - json.Length % 8) % 8;
+        AtomicFile.Write(path, fs =>
+        {
+            fs.Write(BitConverter.GetBytes((long)(json.Length + pad)));
+            fs.Write(json);
+            for (int i = 0; i < pad; i++) fs.WriteByte((byte)' ');
+            foreach (var c in blobs)
+            {
+                if (c.numel() > 0) fs.Write(c.bytes);
+            }
+        });
+        foreach (var (b, (_, t)) in blobs.Zip(list)) if (!ReferenceEquals(b, t)) b.Dispose();
+    }
+}

@@ -1,0 +1,58 @@
+using System.Runtime.CompilerServices;
+using SvgDiffusion.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+using Xunit;
+
+namespace SvgDiffusion.Tests;
+
+/// <summary>Locates ../shared/reference beside the repository; a missing file fails the test.</summary>
+public static class Reference
+{
+    [ModuleInitializer]
+    internal static void Init()
+    {
+        SvgDiffusion.Runtime.TorchRuntime.EnsureInitialized();
+        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount));
+    }
+
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    static string FindRepoRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "SvgDiffusion.sln"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("cannot find SvgDiffusion.sln above " + AppContext.BaseDirectory);
+    }
+
+    public static string Dir => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "reference"));
+
+    public static string File_(string name)
+    {
+        string p = Path.Combine(Dir, name);
+        Assert.True(File.Exists(p), $"reference file missing: {p}");
+        return p;
+    }
+
+    public static Dictionary<string, Tensor> Io(string caseName) => SafeTensors.Load(File_(caseName + ".io.safetensors"));
+
+    public static double MaxAbs(Tensor a, Tensor b)
+    {
+        Assert.Equal(b.shape, a.shape);
+        using var d = (a.to(ScalarType.Float64) - b.to(ScalarType.Float64)).abs().max();
+        return d.item<double>();
+    }
+
+    public static void Close(Tensor expected, Tensor actual, double tol, string what)
+    {
+        double err = MaxAbs(actual, expected);
+        Assert.True(err <= tol, $"{what}: max abs error {err:g4} > {tol:g2}");
+    }
+
+    public static string TempDir()
+    {
+        string d = Path.Combine(Path.GetTempPath(), "svgd-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(d);
+        return d;
+    }
+}
