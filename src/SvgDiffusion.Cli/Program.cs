@@ -1,2 +1,1 @@
-System.Console.WriteLine(SvgDiffusion.Runtime.TorchRuntime.Compat);
-System.Console.WriteLine(TorchSharp.torch.ones(2).sum().item<float>());
+return SvgDiffusion.Cli.SvgdCli.Run(args);

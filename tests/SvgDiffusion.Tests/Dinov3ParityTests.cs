@@ -2,10 +2,11 @@ using SvgDiffusion.Models.Dinov3;
 using TorchSharp;
 using static TorchSharp.torch;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace SvgDiffusion.Tests;
 
-public class Dinov3ParityTests
+public class Dinov3ParityTests(ITestOutputHelper log)
 {
     [Theory]
     [InlineData("dinov3_swiglu", "pth", "official")]
@@ -20,11 +21,15 @@ public class Dinov3ParityTests
         using var model = Dinov3Checkpoint.Load(Reference.File_($"{caseName}.{container}"), cfg);
         using var _ = torch.no_grad();
         using var o = model.Forward(io["image"], new[] { 0, 2 });
-        Reference.Close(io[$"{prefix}.cls"], o.Cls, 1e-5, "cls");
-        Reference.Close(io[$"{prefix}.registers"], o.Registers, 1e-5, "registers");
-        Reference.Close(io[$"{prefix}.patch"], o.Patch, 1e-5, "patch");
-        Reference.Close(io[$"{prefix}.prenorm"], o.PreNorm, 1e-5, "prenorm");
-        Reference.Close(io[$"{prefix}.layer0"], o.Layers[0], 1e-5, "layer0");
-        Reference.Close(io[$"{prefix}.layer2"], o.Layers[2], 1e-5, "layer2");
+        var outputs = new (string Name, Tensor Actual)[]
+        {
+            ("cls", o.Cls), ("registers", o.Registers), ("patch", o.Patch),
+            ("prenorm", o.PreNorm), ("layer0", o.Layers[0]), ("layer2", o.Layers[2]),
+        };
+        foreach (var (name, actual) in outputs)
+        {
+            log.WriteLine($"{caseName} {container} {name}: max abs error {Reference.MaxAbs(actual, io[$"{prefix}.{name}"]):g3}");
+            Reference.Close(io[$"{prefix}.{name}"], actual, 1e-5, name);
+        }
     }
 }

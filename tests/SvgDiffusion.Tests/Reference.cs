@@ -43,6 +43,14 @@ public static class Reference
         return d.item<double>();
     }
 
+    /// <summary>Same shape, dtype and values.</summary>
+    public static bool Same(Tensor a, Tensor b)
+    {
+        if (!a.shape.SequenceEqual(b.shape) || a.dtype != b.dtype) return false;
+        using var eq = torch.eq(a, b).all();
+        return eq.item<bool>();
+    }
+
     public static void Close(Tensor expected, Tensor actual, double tol, string what)
     {
         double err = MaxAbs(actual, expected);

@@ -25,18 +25,21 @@ public static class Dinov3Checkpoint
     /// config metadata saved in the file, a Hugging Face <c>config.json</c> beside it, or the shapes
     /// in the checkpoint. Either way the checkpoint's shapes are checked against it.
     /// </summary>
-    public static DinoVisionTransformer Load(string path, Dinov3Config? config = null, string? section = null, string? stripPrefix = null)
+    /// <param name="warn">Told when the head count had to be assumed (no config and no rope periods in the file).</param>
+    public static DinoVisionTransformer Load(string path, Dinov3Config? config = null, string? section = null, string? stripPrefix = null, Action<string>? warn = null)
     {
         var ckpt = Checkpoint.Open(path);
         var sd = ckpt.StateDict(section, stripPrefix);
-        return FromStateDict(sd, path, config ?? ConfigFromMetadata(ckpt) ?? HuggingFaceConfigBeside(path));
+        return FromStateDict(sd, path, config ?? ConfigFromMetadata(ckpt) ?? HuggingFaceConfigBeside(path), warn);
     }
 
-    public static DinoVisionTransformer FromStateDict(IReadOnlyDictionary<string, Tensor> sd, string source, Dinov3Config? config = null)
+    public static DinoVisionTransformer FromStateDict(IReadOnlyDictionary<string, Tensor> sd, string source, Dinov3Config? config = null, Action<string>? warn = null)
     {
         var layout = DetectLayout(sd, source);
         var official = layout == Dinov3Layout.HuggingFace ? FromHuggingFace(sd, source) : new Dictionary<string, Tensor>(sd);
         var inferred = Infer(official, source);
+        if (config == null && !official.ContainsKey("rope_embed.periods"))
+            warn?.Invoke($"{source}: the file does not record the number of attention heads; assuming {inferred.NumHeads} (64-wide heads, as in every released DINOv3). Pass --preset or --config if that is wrong.");
         config = config == null ? inferred : CheckAgainst(config, inferred, official, source);
         var model = new DinoVisionTransformer(config);
         if (layout == Dinov3Layout.HuggingFace)

@@ -1,0 +1,90 @@
+using SkiaSharp;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Data;
+
+/// <summary>Decoding, listing and writing images; SkiaSharp does the codecs, tensors do the arithmetic.</summary>
+public static class ImageFiles
+{
+    public static readonly string[] Extensions = { ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp" };
+
+    public static bool IsImage(string path) => Extensions.Contains(Path.GetExtension(path).ToLowerInvariant());
+
+    /// <summary>A single image file, or every image below a folder (recursively, sorted by relative path).</summary>
+    public static IReadOnlyList<string> List(string fileOrFolder)
+    {
+        if (File.Exists(fileOrFolder)) return new[] { fileOrFolder };
+        if (!Directory.Exists(fileOrFolder)) throw new SvgdException($"{fileOrFolder}: no such file or folder");
+        var files = Directory.EnumerateFiles(fileOrFolder, "*", SearchOption.AllDirectories)
+            .Where(IsImage)
+            .OrderBy(f => Path.GetRelativePath(fileOrFolder, f), StringComparer.Ordinal)
+            .ToList();
+        if (files.Count == 0) throw new SvgdException($"{fileOrFolder}: folder holds no images ({string.Join(" ", Extensions)})");
+        return files;
+    }
+
+    /// <summary>Decodes to RGB uint8 [3, H, W]; an alpha channel is dropped, as PIL's convert("RGB") does.</summary>
+    public static Tensor LoadRgb(string path)
+    {
+        if (!File.Exists(path)) throw new SvgdException($"{path}: no such image file");
+        using var data = SKData.Create(path);
+        using var codec = data == null ? null : SKCodec.Create(data);
+        if (codec == null) throw new SvgdException($"{path}: not a decodable image (corrupt or unsupported format)");
+        var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        using var bitmap = new SKBitmap(info);
+        var result = codec.GetPixels(info, bitmap.GetPixels());
+        if (result is not (SKCodecResult.Success or SKCodecResult.IncompleteInput) || info.Width == 0 || info.Height == 0)
+            throw new SvgdException($"{path}: image data is corrupt ({result})");
+        if (result == SKCodecResult.IncompleteInput)
+            throw new SvgdException($"{path}: image data is truncated");
+        var bytes = bitmap.GetPixelSpan();
+        var rgba = torch.empty(new long[] { info.Height, info.Width, 4 }, dtype: ScalarType.Byte);
+        bytes.CopyTo(rgba.bytes);
+        using var rgb = rgba.narrow(2, 0, 3);
+        var chw = rgb.permute(2, 0, 1).contiguous();
+        rgba.Dispose();
+        return chw;
+    }
+
+    /// <summary>
+    /// Writes a [3, H, W] (or [H, W] grey) float image to PNG. <paramref name="range"/> is the value range
+    /// that maps to 0..255: (-1, 1) for decoder outputs, (0, 1) for probabilities.
+    /// </summary>
+    public static void SavePng(Tensor image, string path, (double Lo, double Hi)? range = null)
+    {
+        var (lo, hi) = range ?? (-1.0, 1.0);
+        using var scope = torch.NewDisposeScope();
+        var img = image.detach().cpu();
+        if (img.dim() == 2) img = img.unsqueeze(0).expand(3, -1, -1);
+        if (img.dim() != 3 || img.shape[0] is not (1 or 3))
+            throw new SvgdException($"cannot write {path}: image tensor must be [3,H,W] or [H,W], got {Checkpoints.Checkpoint.Shape(img.shape)}");
+        if (img.shape[0] == 1) img = img.expand(3, -1, -1);
+        Tensor u8 = img.dtype == ScalarType.Byte ? img
+            : ((img.to(ScalarType.Float32) - lo) / (hi - lo) * 255.0).round().clamp(0, 255).to(ScalarType.Byte);
+        int h = (int)u8.shape[1], w = (int)u8.shape[2];
+        var rgba = torch.cat(new[] { u8.permute(1, 2, 0), torch.full(new long[] { h, w, 1 }, 255, dtype: ScalarType.Byte) }, 2).contiguous();
+        var info = new SKImageInfo(w, h, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        using var bitmap = new SKBitmap(info);
+        rgba.bytes.CopyTo(bitmap.GetPixelSpan());
+        using var encoded = bitmap.Encode(SKEncodedImageFormat.Png, 100)
+            ?? throw new SvgdException($"cannot encode {path} as PNG");
+        Checkpoints.AtomicFile.Write(path, fs => encoded.SaveTo(fs));
+    }
+
+    /// <summary>Tiles [N, 3, H, W] images into rows of <paramref name="columns"/> with a padding border.</summary>
+    public static Tensor Grid(Tensor images, int columns, int padding = 2, double padValue = 1.0)
+    {
+        using var scope = torch.NewDisposeScope();
+        long n = images.shape[0], c = images.shape[1], h = images.shape[2], w = images.shape[3];
+        columns = (int)Math.Max(1, Math.Min(columns, n));
+        long rows = (n + columns - 1) / columns;
+        var grid = torch.full(new[] { c, rows * (h + padding) + padding, columns * (w + padding) + padding }, padValue, dtype: images.dtype);
+        for (long i = 0; i < n; i++)
+        {
+            long r = i / columns, col = i % columns;
+            grid.narrow(1, padding + r * (h + padding), h).narrow(2, padding + col * (w + padding), w).copy_(images[i]);
+        }
+        return grid.MoveToOuterDisposeScope();
+    }
+}
