@@ -13,7 +13,7 @@ namespace SvgDiffusion.Cli.Commands;
 
 internal static class FeaturesCommand
 {
-    public static Command Create(IAnsiConsole console)
+    public static Command Create(CliContext cli)
     {
         var model = new ModelOptions($"DINOv3 architecture: {string.Join(", ", Dinov3Presets.Names)} (default: from the file's metadata, a Hugging Face config.json beside it, or its shapes).");
         var encoder = new Option<string>("--encoder") { Description = "DINOv3 checkpoint: the official .pth or a Hugging Face model.safetensors.", Required = true };
@@ -28,8 +28,9 @@ internal static class FeaturesCommand
         var cmd = new Command("features", "Extract frozen DINOv3 features (class, register and patch tokens, intermediate layers) from images or a tensor.")
         { encoder, images, tensor, key, output, layers, batch, size, dtype };
         foreach (var o in model.All) cmd.Options.Add(o);
-        cmd.SetAction(SvgdCli.Guard(console, p =>
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
+            var console = cli.Console;
             string? imagesPath = p.GetValue(images), tensorPath = p.GetValue(tensor), tensorKey = p.GetValue(key);
             if ((imagesPath == null) == (tensorPath == null)) throw new SvgdException("give exactly one of --images or --tensor");
             if (tensorPath != null && tensorKey == null) throw new SvgdException("--tensor needs --key to name the tensor inside it");
@@ -40,7 +41,7 @@ internal static class FeaturesCommand
             string outPath = p.GetValue(output)!;
 
             string encoderPath = p.GetValue(encoder)!;
-            using var net = Dinov3Checkpoint.Load(encoderPath, model.Dinov3(p), p.GetValue(model.Section), p.GetValue(model.StripPrefix), SvgdCli.Warn);
+            using var net = Dinov3Checkpoint.Load(encoderPath, model.Dinov3(p), p.GetValue(model.Section), p.GetValue(model.StripPrefix), cli.Warn);
             if (compute != ScalarType.Float32) net.to(compute);
             var cfg = net.Config;
             console.MarkupLine($"DINOv3 [bold]{cfg.EmbedDim}[/]-d, {cfg.Depth} blocks, {cfg.Ffn} FFN, {cfg.NStorageTokens} registers from {Markup.Escape(encoderPath)}");

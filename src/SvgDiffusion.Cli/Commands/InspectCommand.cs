@@ -7,14 +7,15 @@ namespace SvgDiffusion.Cli.Commands;
 
 internal static class InspectCommand
 {
-    public static Command Create(IAnsiConsole console)
+    public static Command Create(CliContext cli)
     {
         var file = new Argument<string>("file") { Description = "Checkpoint: .safetensors, or a PyTorch zip pickle (.pth, .pt, .ckpt)." };
         var section = new Option<string?>("--section") { Description = "List only this sub-dictionary (e.g. ema, state_dict)." };
         var max = new Option<int>("--max") { Description = "Most tensors to list per section (0: all).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("inspect", "Show a checkpoint's containers, tensor names, shapes, dtypes and parameter counts.") { file, section, max };
-        cmd.SetAction(SvgdCli.Guard(console, p =>
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
+            var console = cli.Console;
             using var scope = torch.NewDisposeScope();
             string path = p.GetValue(file)!;
             var ckpt = Checkpoint.Open(path);

@@ -1,0 +1,53 @@
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Evaluation;
+
+/// <summary>One benchmark row: items per second and how much of the machine's matmul peak that is.</summary>
+public sealed record ThroughputResult(string Name, string Dtype, int Batch, double ItemsPerSecond, double GflopPerItem, double Gflops, double FractionOfFp32Peak, double FractionOfDtypePeak);
+
+/// <summary>Timing helpers shared by the benchmark project and <c>svgd bench</c>.</summary>
+public static class Throughput
+{
+    /// <summary>Best-of-<paramref name="repeats"/> GFLOP/s of an n^3 matmul: the practical peak the other numbers are a fraction of.</summary>
+    public static double MatmulPeakGflops(ScalarType dtype, int n = 2048, int repeats = 5)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.inference_mode();
+        var a = torch.randn(n, n).to(dtype);
+        var b = torch.randn(n, n).to(dtype);
+        a.matmul(b).Dispose();
+        double best = double.MaxValue;
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            a.matmul(b).Dispose();
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return 2.0 * n * n * n / best / 1e9;
+    }
+
+    /// <summary>Median seconds of <paramref name="run"/> after <paramref name="warmup"/> untimed calls.</summary>
+    public static double MedianSeconds(Action run, int warmup = 1, int repeats = 3)
+    {
+        for (int i = 0; i < warmup; i++) run();
+        var times = new List<double>();
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            run();
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    public static ThroughputResult Measure(string name, ScalarType dtype, int batch, double gflopPerItem, double peakFp32, double peakDtype, Action run, int warmup = 1, int repeats = 3)
+    {
+        double s = MedianSeconds(run, warmup, repeats);
+        double ips = batch / s;
+        double gflops = ips * gflopPerItem;
+        return new ThroughputResult(name, dtype == ScalarType.BFloat16 ? "bf16" : "fp32", batch, ips, gflopPerItem, gflops, gflops / peakFp32, gflops / peakDtype);
+    }
+}
