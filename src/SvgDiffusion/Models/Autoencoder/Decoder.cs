@@ -1,0 +1,117 @@
+using SvgDiffusion.Checkpoints;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace SvgDiffusion.Models.Autoencoder;
+
+/// <summary>
+/// The LDM convolutional decoder that turns an SVG latent into pixels. It is built from the deepest
+/// level up: <c>up[i]</c> is level i at width <c>ch * ch_mult[i]</c>, run from the last to the first,
+/// each with <c>num_res_blocks + 1</c> residual blocks (attention after each block at the configured
+/// resolutions) and a x2 upsample on all levels but level 0. The output is not squashed: images are
+/// nominally in [-1, 1], and clamping is left to whoever turns them into pixels.
+/// </summary>
+public sealed class Decoder : nn.Module
+{
+    public DecoderConfig Config { get; }
+
+    readonly Conv2d conv_in;
+    readonly MidBlock mid;
+    readonly ModuleList<DecoderLevel> up;
+    readonly GroupNorm norm_out;
+    readonly Conv2d conv_out;
+
+    public Decoder(DecoderConfig config) : base("Decoder")
+    {
+        Config = config.Validate("decoder config");
+        int levels = config.NumResolutions;
+        int blockIn = config.Ch * config.ChMult[levels - 1];
+        int res = config.LatentResolution;
+        conv_in = Conv2d(config.ZChannels, blockIn, 3, padding: 1);
+        mid = new MidBlock(blockIn, config.Dropout);
+        var built = new DecoderLevel[levels];
+        for (int level = levels - 1; level >= 0; level--)
+        {
+            int blockOut = config.Ch * config.ChMult[level];
+            built[level] = new DecoderLevel(blockIn, blockOut, config.NumResBlocks + 1,
+                config.AttnResolutions.Contains(res), upsample: level != 0, config.Dropout);
+            blockIn = blockOut;
+            if (level != 0) res *= 2;
+        }
+        up = new ModuleList<DecoderLevel>(built);
+        norm_out = Normalize(blockIn);
+        conv_out = Conv2d(blockIn, config.OutCh, 3, padding: 1);
+        RegisterComponents();
+    }
+
+    /// <summary>LDM's normalisation everywhere in the decoder.</summary>
+    internal static GroupNorm Normalize(int channels) => GroupNorm(32, channels, eps: 1e-6, affine: true);
+
+    /// <param name="latent">[B, z_channels, h, w].</param>
+    /// <returns>[B, out_ch, h * 2^(levels-1), w * 2^(levels-1)].</returns>
+    public Tensor Forward(Tensor latent)
+    {
+        if (latent.dim() != 4 || latent.shape[1] != Config.ZChannels)
+            throw new SvgdException($"decoder expects a latent [B, {Config.ZChannels}, h, w], got {Checkpoint.Shape(latent.shape)}");
+        using var scope = torch.NewDisposeScope();
+        var h = mid.forward(conv_in.forward(latent));
+        for (int level = up.Count - 1; level >= 0; level--) h = up[level].forward(h);
+        h = conv_out.forward(functional.silu(norm_out.forward(h)));
+        return h.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>The decoder's bottleneck: residual block, attention, residual block at the latent size.</summary>
+public sealed class MidBlock : Module<Tensor, Tensor>
+{
+    readonly ResnetBlock block_1, block_2;
+    readonly SpatialSelfAttention attn_1;
+
+    public MidBlock(int channels, double dropout) : base("mid")
+    {
+        block_1 = new ResnetBlock("block_1", channels, channels, dropout);
+        attn_1 = new SpatialSelfAttention("attn_1", channels);
+        block_2 = new ResnetBlock("block_2", channels, channels, dropout);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = torch.NewDisposeScope();
+        return block_2.forward(attn_1.forward(block_1.forward(x))).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>One resolution level of the decoder (<c>up[i]</c>): blocks, optional attention, optional upsample.</summary>
+public sealed class DecoderLevel : Module<Tensor, Tensor>
+{
+    readonly ModuleList<ResnetBlock> block;
+    // Empty where the level's resolution has no attention; its entries pair with the blocks by index.
+    readonly ModuleList<SpatialSelfAttention> attn;
+    readonly Upsample? upsample;
+
+    public DecoderLevel(int inChannels, int outChannels, int blocks, bool withAttention, bool upsample, double dropout) : base("up")
+    {
+        block = new ModuleList<ResnetBlock>(Enumerable.Range(0, blocks)
+            .Select(j => new ResnetBlock(j.ToString(), j == 0 ? inChannels : outChannels, outChannels, dropout)).ToArray());
+        attn = new ModuleList<SpatialSelfAttention>(withAttention
+            ? Enumerable.Range(0, blocks).Select(j => new SpatialSelfAttention(j.ToString(), outChannels)).ToArray()
+            : Array.Empty<SpatialSelfAttention>());
+        if (upsample) this.upsample = new Upsample(outChannels);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = torch.NewDisposeScope();
+        for (int j = 0; j < block.Count; j++)
+        {
+            x = block[j].forward(x);
+            if (attn.Count > 0) x = attn[j].forward(x);
+        }
+        if (upsample != null) x = upsample.forward(x);
+        return x.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,145 @@
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Models.Dinov3;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Models.Autoencoder;
+
+/// <summary>The intermediate and final results of one <see cref="SvgAutoencoder.EncodeDetailed"/> call.</summary>
+public sealed record SvgEncoding(
+    Tensor Semantic,        // [B, D, N] DINO patch features, channel-first
+    Tensor ResidualRaw,     // [B, R, N] residual ViT output, before masking and alignment
+    Tensor Residual,        // [B, R, N] what enters the latent: masked (training) and aligned
+    Tensor Latent,          // [B, D + R, h, w]
+    int GridH, int GridW) : IDisposable
+{
+    public void Dispose()
+    {
+        Semantic.Dispose(); ResidualRaw.Dispose(); Residual.Dispose(); Latent.Dispose();
+    }
+}
+
+/// <summary>
+/// The SVG autoencoder. Its latent is the frozen DINOv3 patch features (the semantic structure the
+/// diffusion model benefits from) with a few residual channels appended that carry the detail DINO
+/// discards; a conv decoder maps it back to pixels. Module names follow the reference's state dict:
+/// <c>encoder</c> (DINOv3), <c>extra_vit</c>, <c>mask_token</c>, <c>decoder</c>; <c>alignment</c>
+/// holds this port's running alignment statistics.
+/// </summary>
+public sealed class SvgAutoencoder : nn.Module
+{
+    static readonly double[] ImageNetMean = { 0.485, 0.456, 0.406 };
+    static readonly double[] ImageNetStd = { 0.229, 0.224, 0.225 };
+
+    public SvgAutoencoderConfig Config { get; }
+
+    readonly DinoVisionTransformer encoder;
+    readonly ResidualEncoder extra_vit;
+#pragma warning disable IDE0044 // registered by name
+    Parameter mask_token;
+#pragma warning restore IDE0044
+    readonly DistributionAlignment alignment;
+    readonly Decoder decoder;
+
+    /// <param name="semanticEncoder">An already loaded DINOv3 matching <c>config.Dino</c>; a fresh one is built when null.</param>
+    public SvgAutoencoder(SvgAutoencoderConfig config, DinoVisionTransformer? semanticEncoder = null) : base("SvgAutoencoder")
+    {
+        Config = config.Validate("SVG autoencoder config");
+        if (semanticEncoder != null && (semanticEncoder.Config.EmbedDim != config.Dino.EmbedDim || semanticEncoder.Config.PatchSize != config.Dino.PatchSize))
+            throw new SvgdException($"the DINOv3 encoder (embed_dim {semanticEncoder.Config.EmbedDim}, patch {semanticEncoder.Config.PatchSize}) does not fit the autoencoder config (embed_dim {config.Dino.EmbedDim}, patch {config.Dino.PatchSize})");
+        encoder = semanticEncoder ?? new DinoVisionTransformer(config.Dino);
+        extra_vit = new ResidualEncoder(config.ResidualVit);
+        // [1, R, 1]: one learned value per residual channel, broadcast over the tokens of a masked sample.
+        mask_token = new Parameter(torch.randn(1, config.ResidualVit.OutputDim, 1) * 0.02);
+        alignment = new DistributionAlignment(config.Alignment);
+        decoder = new Decoder(config.Decoder);
+        RegisterComponents();
+        // DINO is never trained: its features are the latent's semantic half and must stay as released.
+        foreach (var p in encoder.parameters()) p.requires_grad = false;
+        encoder.eval();
+    }
+
+    public DinoVisionTransformer SemanticEncoder => encoder;
+    public ResidualEncoder ResidualEncoder => extra_vit;
+    public DistributionAlignment Alignment => alignment;
+    public Decoder Decoder => decoder;
+    public Parameter MaskToken => mask_token;
+
+    /// <summary>Maps images in [-1, 1] to the ImageNet-normalised input both encoders take, in the reference's operation order.</summary>
+    public static Tensor ToEncoderInput(Tensor images)
+    {
+        if (images.dim() != 4 || images.shape[1] != 3)
+            throw new SvgdException($"images must be [B, 3, H, W], got {Checkpoint.Shape(images.shape)}");
+        using var scope = torch.NewDisposeScope();
+        var mean = torch.tensor(ImageNetMean, dtype: ScalarType.Float32, device: images.device).view(1, 3, 1, 1);
+        var std = torch.tensor(ImageNetStd, dtype: ScalarType.Float32, device: images.device).view(1, 3, 1, 1);
+        var x = (images + 1.0) / 2.0;
+        return ((x - mean.to(images.dtype)) / std.to(images.dtype)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Latent of ImageNet-normalised images (see <see cref="ToEncoderInput"/>).</summary>
+    /// <param name="images">[B, 3, H, W] with H = W = residual_vit image_size.</param>
+    /// <returns>[B, D + R, H/p, W/p].</returns>
+    public Tensor Encode(Tensor images, Generator? generator = null)
+    {
+        using var e = EncodeDetailed(images, generator);
+        return e.Latent.alias();
+    }
+
+    /// <summary>Like <see cref="Encode"/>, also returning the parts of the latent.</summary>
+    /// <param name="generator">Draws the residual masking in training mode; unused in eval.</param>
+    public SvgEncoding EncodeDetailed(Tensor images, Generator? generator = null)
+    {
+        if (images.dim() != 4 || images.shape[1] != 3)
+            throw new SvgdException($"encoder input must be [B, 3, H, W], got {Checkpoint.Shape(images.shape)}");
+        using var scope = torch.NewDisposeScope();
+        long b = images.shape[0];
+        Tensor semantic;
+        int gh, gw;
+        using (torch.no_grad())
+        {
+            using var dino = encoder.Forward(images);
+            semantic = dino.Patch.transpose(1, 2).contiguous();
+            (gh, gw) = (dino.GridH, dino.GridW);
+        }
+        var raw = extra_vit.Forward(images);
+        var residual = raw;
+        if (training && Config.MaskRatio > 0)
+        {
+            var flags = (torch.rand(b, generator: generator, device: images.device) < Config.MaskRatio)
+                .to(residual.dtype).view(b, 1, 1);
+            residual = residual * (1 - flags) + mask_token.expand(b, -1, residual.shape[2]) * flags;
+        }
+        var aligned = alignment.Forward(semantic, residual);
+        var latent = torch.cat(new[] { semantic, aligned }, dim: 1).view(b, -1, gh, gw);
+        return new SvgEncoding(semantic.MoveToOuterDisposeScope(), raw.MoveToOuterDisposeScope(),
+            aligned.MoveToOuterDisposeScope(), latent.MoveToOuterDisposeScope(), gh, gw);
+    }
+
+    /// <summary>Images (nominally in [-1, 1], not clamped) from latents [B, D + R, h, w].</summary>
+    public Tensor Decode(Tensor latent)
+    {
+        if (latent.dim() != 4 || latent.shape[1] != Config.LatentChannels)
+            throw new SvgdException($"latent must be [B, {Config.LatentChannels}, h, w] ({Config.Dino.EmbedDim} DINO + {Config.ResidualVit.OutputDim} residual channels), got {Checkpoint.Shape(latent.shape)}");
+        return decoder.Forward(latent);
+    }
+
+    /// <summary>
+    /// Sets the stored alignment statistics from the given batches of encoder inputs (an equal-weight
+    /// average of their batch statistics), for <see cref="AlignmentMode.Stored"/> with a model trained without them.
+    /// </summary>
+    public void CalibrateAlignment(IEnumerable<Tensor> imageBatches)
+    {
+        alignment.ResetStatistics();
+        using var _ = torch.no_grad();
+        foreach (var images in imageBatches)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var dino = encoder.Forward(images);
+            var semantic = dino.Patch.transpose(1, 2);
+            alignment.Accumulate(semantic, extra_vit.Forward(images));
+        }
+        if (!alignment.HasStoredStatistics) throw new SvgdException("alignment calibration needs at least one batch of images");
+    }
+}

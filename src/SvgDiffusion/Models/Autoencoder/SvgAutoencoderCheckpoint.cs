@@ -1,0 +1,64 @@
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Models.Dinov3;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Models.Autoencoder;
+
+/// <summary>Loads SVG autoencoders saved in the reference layout (the released Lightning checkpoint).</summary>
+public static class SvgAutoencoderCheckpoint
+{
+    const string DinoPrefix = "encoder.";
+
+    /// <summary>
+    /// Loads <c>{"state_dict": {encoder.*, extra_vit.*, mask_token, decoder.*, ...}}</c> (or the same keys
+    /// at the top level). Training-only entries (<c>loss.*</c>) and the reference's unused <c>norm_vit.*</c>
+    /// are ignored; alignment statistics and the mask token are optional.
+    /// </summary>
+    /// <param name="config">Architecture; the released preset when null.</param>
+    /// <param name="dinoPath">A separate DINOv3 checkpoint (either layout) for the frozen encoder; required when
+    /// the file holds no <c>encoder.*</c> weights, and preferred over them when given.</param>
+    public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? dinoPath = null)
+    {
+        config ??= SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16);
+        var ckpt = Checkpoint.Open(path);
+        var sd = ckpt.StateDict(ckpt.Sections().Any(s => s.Name == "state_dict") ? "state_dict" : null);
+        if (!sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal)) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))
+            throw new SvgdException($"{path}: not an SVG autoencoder checkpoint: no 'extra_vit.*' and 'decoder.*' weights{Guess(sd)} (first keys: {string.Join(", ", sd.Keys.Take(4))})");
+
+        DinoVisionTransformer dino;
+        if (dinoPath != null)
+            dino = Dinov3Checkpoint.Load(dinoPath, config.Dino);
+        else if (sd.Keys.Any(k => k.StartsWith(DinoPrefix, StringComparison.Ordinal)))
+            dino = Dinov3Checkpoint.FromStateDict(Strip(sd, DinoPrefix), $"{path} (encoder.*)", config.Dino);
+        else
+            throw new SvgdException($"{path}: holds no frozen DINOv3 weights (encoder.*); give the DINOv3 checkpoint separately");
+
+        var model = new SvgAutoencoder(config, dino);
+        var full = sd.Where(kv => !kv.Key.StartsWith(DinoPrefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        // The encoder is already loaded; listing its own tensors lets one loader check everything else.
+        foreach (var (k, t) in dino.state_dict()) full[DinoPrefix + k] = t;
+        // Absent from released files: the mask token when trained without masking, and the statistics
+        // of this port's stored alignment mode. The model's initial values stand in.
+        foreach (var (k, t) in model.state_dict())
+            if ((k == "mask_token" || k.StartsWith("alignment.", StringComparison.Ordinal)) && !full.ContainsKey(k))
+                full[k] = t.clone();
+        StateDictLoader.Load(model, full, path, k => k.StartsWith("loss.", StringComparison.Ordinal) || k.StartsWith("norm_vit.", StringComparison.Ordinal));
+        model.eval();
+        return model;
+    }
+
+    /// <summary>Saves in the reference layout (<c>state_dict</c> keys), as safetensors, alignment statistics included.</summary>
+    public static void Save(SvgAutoencoder model, string path) =>
+        SafeTensors.Save(path, model.state_dict(), new Dictionary<string, string> { ["format"] = "pt" });
+
+    static Dictionary<string, Tensor> Strip(IReadOnlyDictionary<string, Tensor> sd, string prefix) =>
+        sd.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);
+
+    static string Guess(IReadOnlyDictionary<string, Tensor> sd)
+    {
+        if (sd.ContainsKey("patch_embed.proj.weight") || sd.ContainsKey("embeddings.patch_embeddings.weight")) return "; it looks like a DINOv3 encoder";
+        if (sd.Keys.Any(k => k.StartsWith("x_embedder.", StringComparison.Ordinal) || k.StartsWith("t_embedder.", StringComparison.Ordinal))) return "; it looks like a diffusion transformer";
+        return "";
+    }
+}

@@ -1,0 +1,32 @@
+using SvgDiffusion.Models.Dinov3;
+
+namespace SvgDiffusion.Models.Autoencoder;
+
+/// <summary>The released SVG autoencoders, by name.</summary>
+public static class SvgAutoencoderPresets
+{
+    /// <summary>DINOv3 ViT-S+/16 with 8 residual channels at 256x256: latents 16x16x392.</summary>
+    public const string DinoV3ViTSPlus16 = "svg-dinov3-vits16plus";
+
+    public static readonly IReadOnlyDictionary<string, SvgAutoencoderConfig> All = new Dictionary<string, SvgAutoencoderConfig>(StringComparer.OrdinalIgnoreCase)
+    {
+        [DinoV3ViTSPlus16] = new()
+        {
+            Dino = Dinov3Presets.Get("vits16plus"),
+            ResidualVit = new() { Layers = 6, Heads = 8, Hidden = 384, Mlp = 1536, ImageSize = 256, PatchSize = 16, OutputDim = 8, LayerNormEps = 1e-6 },
+            Decoder = new()
+            {
+                Ch = 128, ChMult = new[] { 1, 1, 2, 2, 4 }, NumResBlocks = 2, AttnResolutions = new[] { 16 },
+                ZChannels = 392, Resolution = 256, InChannels = 3, OutCh = 3, DoubleZ = true, Dropout = 0.0,
+            },
+            Alignment = new() { Mode = AlignmentMode.Batch, Eps = 1e-6 },
+            MaskRatio = 0.1,
+        },
+    };
+
+    public static IEnumerable<string> Names => All.Keys;
+
+    public static SvgAutoencoderConfig Get(string name) =>
+        All.TryGetValue(name, out var c) ? c
+            : throw new SvgdException($"unknown SVG autoencoder preset '{name}' (known: {string.Join(", ", Names)})");
+}
