@@ -47,7 +47,21 @@ public sealed class Decoder : nn.Module
     }
 
     /// <summary>LDM's normalisation everywhere in the decoder.</summary>
-    internal static GroupNorm Normalize(int channels) => GroupNorm(32, channels, eps: 1e-6, affine: true);
+    internal static GroupNorm Normalize(int channels)
+    {
+        var norm = GroupNorm(32, channels, eps: 1e-6, affine: true);
+        // TorchSharp 0.107 leaves GroupNorm's affine parameters uninitialised (garbage, even NaN);
+        // PyTorch starts them at the identity, which fresh models need.
+        using (torch.no_grad())
+        {
+            norm.weight!.fill_(1);
+            norm.bias!.zero_();
+        }
+        return norm;
+    }
+
+    /// <summary>The output convolution's weight: where the adaptive GAN weight compares gradient norms.</summary>
+    public Parameter LastLayerWeight => conv_out.weight!;
 
     /// <param name="latent">[B, z_channels, h, w].</param>
     /// <returns>[B, out_ch, h * 2^(levels-1), w * 2^(levels-1)].</returns>

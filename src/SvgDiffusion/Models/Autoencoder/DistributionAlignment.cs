@@ -29,9 +29,13 @@ public sealed class DistributionAlignment : nn.Module
     Tensor num_batches_tracked;
 #pragma warning restore IDE0044
 
+    /// <summary>The mode in use; starts as the config's and can be switched for encoding (e.g. <c>--alignment stored</c>).</summary>
+    public AlignmentMode Mode { get; set; }
+
     public DistributionAlignment(AlignmentConfig config) : base("alignment")
     {
         Config = config.Validate("alignment config");
+        Mode = config.Mode;
         semantic_mean = torch.zeros(Array.Empty<long>());
         semantic_std = torch.ones(Array.Empty<long>());
         residual_mean = torch.zeros(Array.Empty<long>());
@@ -65,10 +69,10 @@ public sealed class DistributionAlignment : nn.Module
     public Tensor Forward(Tensor semantic, Tensor residual)
     {
         using var scope = torch.NewDisposeScope();
-        if (Config.Mode == AlignmentMode.None) return residual.alias().MoveToOuterDisposeScope();
+        if (Mode == AlignmentMode.None) return residual.alias().MoveToOuterDisposeScope();
         Tensor sm, ss, rm, rs;
         // Training always sees batch statistics (what the reference trains with) and feeds the running ones.
-        if (training || Config.Mode == AlignmentMode.Batch)
+        if (training || Mode == AlignmentMode.Batch)
         {
             (sm, ss) = Statistics(semantic);
             (rm, rs) = Statistics(residual);

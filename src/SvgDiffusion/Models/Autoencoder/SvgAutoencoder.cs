@@ -29,9 +29,6 @@ public sealed record SvgEncoding(
 /// </summary>
 public sealed class SvgAutoencoder : nn.Module
 {
-    static readonly double[] ImageNetMean = { 0.485, 0.456, 0.406 };
-    static readonly double[] ImageNetStd = { 0.229, 0.224, 0.225 };
-
     public SvgAutoencoderConfig Config { get; }
 
     readonly DinoVisionTransformer encoder;
@@ -71,11 +68,8 @@ public sealed class SvgAutoencoder : nn.Module
     {
         if (images.dim() != 4 || images.shape[1] != 3)
             throw new SvgdException($"images must be [B, 3, H, W], got {Checkpoint.Shape(images.shape)}");
-        using var scope = torch.NewDisposeScope();
-        var mean = torch.tensor(ImageNetMean, dtype: ScalarType.Float32, device: images.device).view(1, 3, 1, 1);
-        var std = torch.tensor(ImageNetStd, dtype: ScalarType.Float32, device: images.device).view(1, 3, 1, 1);
-        var x = (images + 1.0) / 2.0;
-        return ((x - mean.to(images.dtype)) / std.to(images.dtype)).MoveToOuterDisposeScope();
+        using var unit = (images + 1.0) / 2.0;
+        return Data.Preprocessing.Normalize(unit);
     }
 
     /// <summary>Latent of ImageNet-normalised images (see <see cref="ToEncoderInput"/>).</summary>

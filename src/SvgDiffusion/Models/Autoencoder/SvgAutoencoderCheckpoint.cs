@@ -9,19 +9,22 @@ namespace SvgDiffusion.Models.Autoencoder;
 public static class SvgAutoencoderCheckpoint
 {
     const string DinoPrefix = "encoder.";
+    public const string ConfigMetadataKey = "svgd.svg_autoencoder_config";
 
     /// <summary>
     /// Loads <c>{"state_dict": {encoder.*, extra_vit.*, mask_token, decoder.*, ...}}</c> (or the same keys
     /// at the top level). Training-only entries (<c>loss.*</c>) and the reference's unused <c>norm_vit.*</c>
     /// are ignored; alignment statistics and the mask token are optional.
     /// </summary>
-    /// <param name="config">Architecture; the released preset when null.</param>
+    /// <param name="config">Architecture; when null, the config saved in the file's metadata, else the released preset.</param>
     /// <param name="dinoPath">A separate DINOv3 checkpoint (either layout) for the frozen encoder; required when
     /// the file holds no <c>encoder.*</c> weights, and preferred over them when given.</param>
     public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? dinoPath = null)
     {
-        config ??= SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16);
         var ckpt = Checkpoint.Open(path);
+        config ??= ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
+            ? Config.ConfigJson.Parse<SvgAutoencoderConfig>(System.Text.Json.Nodes.JsonNode.Parse(json), $"{path} metadata")
+            : SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16);
         var sd = ckpt.StateDict(ckpt.Sections().Any(s => s.Name == "state_dict") ? "state_dict" : null);
         if (!sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal)) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))
             throw new SvgdException($"{path}: not an SVG autoencoder checkpoint: no 'extra_vit.*' and 'decoder.*' weights{Guess(sd)} (first keys: {string.Join(", ", sd.Keys.Take(4))})");
@@ -43,14 +46,19 @@ public static class SvgAutoencoderCheckpoint
         foreach (var (k, t) in model.state_dict())
             if ((k == "mask_token" || k.StartsWith("alignment.", StringComparison.Ordinal)) && !full.ContainsKey(k))
                 full[k] = t.clone();
-        StateDictLoader.Load(model, full, path, k => k.StartsWith("loss.", StringComparison.Ordinal) || k.StartsWith("norm_vit.", StringComparison.Ordinal));
+        StateDictLoader.Load(model, full, path, k => k.StartsWith("loss.", StringComparison.Ordinal) || k.StartsWith("norm_vit.", StringComparison.Ordinal) || k.StartsWith("optimizer.", StringComparison.Ordinal));
         model.eval();
         return model;
     }
 
-    /// <summary>Saves in the reference layout (<c>state_dict</c> keys), as safetensors, alignment statistics included.</summary>
+    /// <summary>Saves in the reference layout (<c>state_dict</c> keys), as safetensors with the config in the
+    /// header and alignment statistics included, so the file alone reloads the model.</summary>
     public static void Save(SvgAutoencoder model, string path) =>
-        SafeTensors.Save(path, model.state_dict(), new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensors.Save(path, model.state_dict(), new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            [ConfigMetadataKey] = Config.ConfigJson.Serialize(model.Config),
+        });
 
     static Dictionary<string, Tensor> Strip(IReadOnlyDictionary<string, Tensor> sd, string prefix) =>
         sd.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);

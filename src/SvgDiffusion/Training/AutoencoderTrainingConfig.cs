@@ -1,0 +1,28 @@
+namespace SvgDiffusion.Training;
+
+/// <summary>Hyper-parameters of autoencoder training (reference values as defaults; batch sized for a CPU).</summary>
+public sealed record AutoencoderTrainingConfig
+{
+    public int Steps { get; init; } = 1000;
+    public int BatchSize { get; init; } = 8;
+    public double LearningRate { get; init; } = 1e-4;
+    public double Beta1 { get; init; } = 0.5;
+    public double Beta2 { get; init; } = 0.9;
+    /// <summary>LPIPS weight; ignored when no LPIPS weights are supplied.</summary>
+    public double PerceptualWeight { get; init; } = 1.0;
+    /// <summary>Step from which the PatchGAN terms are on (the reference: 5001).</summary>
+    public int DiscStart { get; init; } = 5001;
+    /// <summary>Multiplies the adaptive generator weight (the reference: 0.5).</summary>
+    public double DiscWeight { get; init; } = 0.5;
+    public int DiscLayers { get; init; } = 3;
+    public long Seed { get; init; } = 0;
+    public int CheckpointEvery { get; init; } = 500;
+    public int SampleEvery { get; init; } = 500;
+
+    public AutoencoderTrainingConfig Validate()
+    {
+        if (Steps < 0 || BatchSize <= 0) throw new SvgdException("training needs steps >= 0 and a positive batch size");
+        if (LearningRate <= 0) throw new SvgdException("learning rate must be positive");
+        return this;
+    }
+}

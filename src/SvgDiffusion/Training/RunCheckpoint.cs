@@ -1,0 +1,54 @@
+using SvgDiffusion.Checkpoints;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Training;
+
+/// <summary>
+/// One-file training state: module weights under prefixes, optimiser states as byte blobs, and JSON
+/// metadata, written atomically so a kill during a save leaves the previous checkpoint intact.
+/// </summary>
+public static class RunCheckpoint
+{
+    public static Tensor OptimizerBlob(OptimizerHelper optimizer)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(w);
+        var bytes = ms.ToArray();
+        var t = torch.empty(bytes.LongLength, dtype: ScalarType.Byte);
+        bytes.CopyTo(t.bytes);
+        return t;
+    }
+
+    public static void RestoreOptimizer(OptimizerHelper optimizer, Tensor blob, string source, string key)
+    {
+        try
+        {
+            using var ms = new MemoryStream(blob.bytes.ToArray());
+            using var r = new BinaryReader(ms);
+            optimizer.load_state_dict(r);
+        }
+        catch (Exception e) when (e is not SvgdException)
+        {
+            throw new SvgdException($"{source}: optimizer state '{key}' does not fit this run ({e.Message})");
+        }
+    }
+
+    public static Dictionary<string, Tensor> Prefixed(string prefix, IEnumerable<KeyValuePair<string, Tensor>> sd) =>
+        sd.ToDictionary(kv => prefix + kv.Key, kv => kv.Value);
+
+    public static Dictionary<string, Tensor> Section(IReadOnlyDictionary<string, Tensor> sd, string prefix) =>
+        sd.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);
+
+    /// <summary>A generator whose draws are a function of (seed, step, stream) alone, so a resumed run
+    /// draws exactly what an uninterrupted one would.</summary>
+    public static Generator StepGenerator(long seed, long step, int stream)
+    {
+        unchecked
+        {
+            long s = seed * 1_000_003L + step * 7919L + stream * 104_729L + 12345L;
+            return new Generator((ulong)(s & long.MaxValue));
+        }
+    }
+}
