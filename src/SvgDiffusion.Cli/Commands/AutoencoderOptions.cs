@@ -1,0 +1,54 @@
+using System.CommandLine;
+using SvgDiffusion.Config;
+using SvgDiffusion.Data;
+using SvgDiffusion.Models.Autoencoder;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Cli.Commands;
+
+/// <summary>How commands find an SVG autoencoder: the checkpoint, its architecture and where its DINOv3 comes from.</summary>
+internal sealed class AutoencoderOptions
+{
+    public Option<string> Autoencoder { get; } = new("--autoencoder") { Description = "SVG autoencoder checkpoint: the released Lightning .ckpt, or a .safetensors written by svgd.", Required = true };
+    public Option<string?> Preset { get; } = new("--preset") { Description = $"Autoencoder architecture: {string.Join(", ", SvgAutoencoderPresets.Names)} (default: the config saved in the file, else {SvgAutoencoderPresets.DinoV3ViTSPlus16})." };
+    public Option<string?> Config { get; } = new("--config") { Description = "JSON config with sections dino, residual_vit, decoder, alignment, mask_ratio (reference names; unknown keys ignored)." };
+    public Option<string?> Encoder { get; } = new("--encoder") { Description = "Take the frozen DINOv3 from this file (official .pth or Hugging Face safetensors) instead of the autoencoder checkpoint." };
+
+    public IEnumerable<Option> All => new Option[] { Autoencoder, Preset, Config, Encoder };
+
+    public SvgAutoencoderConfig? ResolveConfig(ParseResult p)
+    {
+        string? preset = p.GetValue(Preset), config = p.GetValue(Config);
+        if (preset != null && config != null) throw new SvgdException("give either --preset or --config, not both");
+        if (preset != null) return SvgAutoencoderPresets.Get(preset);
+        return config != null ? ConfigJson.Load<SvgAutoencoderConfig>(config).Validate(config) : null;
+    }
+
+    public SvgAutoencoder Load(ParseResult p)
+    {
+        var model = SvgAutoencoderCheckpoint.Load(p.GetValue(Autoencoder)!, ResolveConfig(p), p.GetValue(Encoder));
+        model.eval();
+        return model;
+    }
+
+    public static AlignmentMode ParseAlignment(string s) => s.ToLowerInvariant() switch
+    {
+        "batch" => AlignmentMode.Batch,
+        "stored" => AlignmentMode.Stored,
+        "none" => AlignmentMode.None,
+        _ => throw new SvgdException($"--alignment must be batch, stored or none, not '{s}'"),
+    };
+
+    public static Option<string?> AlignmentOption() => new("--alignment")
+    {
+        Description = "Alignment statistics: 'batch' (the reference: each batch's own, so a latent depends on its batch-mates) or 'stored' (saved with the model, batch-independent; see 'svgd calibrate'). Default: the model's config.",
+    };
+
+    /// <summary>Images of a folder or file as [-1, 1] batches at the autoencoder's input size (shorter side resized, centre crop).</summary>
+    public static (ImageFolder Folder, Func<int, int, Tensor> Batch) Images(string path, int size)
+    {
+        var folder = new ImageFolder(path);
+        return (folder, (start, n) => folder.CenterBatch(Enumerable.Range(start, n), size));
+    }
+}

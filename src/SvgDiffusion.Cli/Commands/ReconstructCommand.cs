@@ -1,0 +1,74 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Data;
+using SvgDiffusion.Evaluation;
+using SvgDiffusion.Models.Autoencoder;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class ReconstructCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var ae = new AutoencoderOptions();
+        var images = new Option<string>("--images") { Description = "An image file or a folder of images.", Required = true };
+        var output = new Option<string>("--out") { Description = "Output folder: grid.png (originals beside reconstructions) and metrics.json.", Required = true };
+        var alignment = AutoencoderOptions.AlignmentOption();
+        var batch = new Option<int>("--batch-size") { Description = "Images per pass.", DefaultValueFactory = _ => 8 };
+        var max = new Option<int>("--grid-max") { Description = "Most image pairs shown in the grid.", DefaultValueFactory = _ => 32 };
+        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM per image and on average.") { images, output, alignment, batch, max };
+        foreach (var o in ae.All) cmd.Options.Add(o);
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            using var model = ae.Load(p);
+            if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
+            int size = model.Config.ResidualVit.ImageSize, bs = Math.Max(1, p.GetValue(batch));
+            var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
+            string outDir = p.GetValue(output)!;
+            Directory.CreateDirectory(outDir);
+            var psnr = new List<double>();
+            var ssim = new List<double>();
+            var pairs = new List<Tensor>();
+            int gridMax = p.GetValue(max);
+            ProgressBars.Run(cli.Console, "reconstruct", folder.Count, step =>
+            {
+                for (int s = 0; s < folder.Count; s += bs)
+                {
+                    using var scope = torch.NewDisposeScope();
+                    using var _ = torch.inference_mode();
+                    int n = Math.Min(bs, folder.Count - s);
+                    var x = batchOf(s, n);
+                    var rec = model.Decode(model.Encode(SvgAutoencoder.ToEncoderInput(x))).clamp(-1, 1);
+                    var x01 = (x + 1) / 2;
+                    var r01 = (rec + 1) / 2;
+                    psnr.AddRange(ImageMetrics.Psnr(x01, r01).data<double>().ToArray());
+                    ssim.AddRange(ImageMetrics.Ssim(x01, r01).data<double>().ToArray());
+                    for (int i = 0; i < n && pairs.Count < 2 * gridMax; i++)
+                    {
+                        pairs.Add(x[i].MoveToOuterDisposeScope());
+                        pairs.Add(rec[i].MoveToOuterDisposeScope());
+                    }
+                    step(n);
+                }
+            });
+            using (var stacked = torch.stack(pairs))
+            using (var grid = ImageFiles.Grid(stacked, 2 * Math.Min(4, Math.Max(1, pairs.Count / 2))))
+                ImageFiles.SavePng(grid, Path.Combine(outDir, "grid.png"));
+            var table = new Table().Border(TableBorder.Simple).AddColumn("image").AddColumn(new TableColumn("PSNR (dB)").RightAligned()).AddColumn(new TableColumn("SSIM").RightAligned());
+            var rows = folder.Files.Select((f, i) => new { file = Path.GetRelativePath(Directory.Exists(folder.Root) ? folder.Root : Path.GetDirectoryName(Path.GetFullPath(folder.Root))!, f), psnr = psnr[i], ssim = ssim[i] }).ToList();
+            foreach (var r in rows.Take(50)) table.AddRow(Markup.Escape(r.file), r.psnr.ToString("F2"), r.ssim.ToString("F4"));
+            if (rows.Count > 50) table.AddRow($"... {rows.Count - 50} more", "", "");
+            table.AddRow("[bold]mean[/]", $"[bold]{psnr.Average():F2}[/]", $"[bold]{ssim.Average():F4}[/]");
+            cli.Console.Write(table);
+            string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), images = rows }, new JsonSerializerOptions { WriteIndented = true });
+            AtomicFile.Write(Path.Combine(outDir, "metrics.json"), fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(json)));
+            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(Path.Combine(outDir, "grid.png"))}[/] and metrics.json");
+            return 0;
+        }));
+        return cmd;
+    }
+}
