@@ -144,7 +144,9 @@ public sealed class DiT : nn.Module
         if (y.dim() != 1 || y.shape[0] != batch)
             throw new SvgdException($"DiT labels must be [{batch}], got {Checkpoint.Shape(y.shape)}");
         if (batch == 0) return;
-        long lo = y.min().item<long>(), hi = y.max().item<long>();
+        using var min = y.min();
+        using var max = y.max();
+        long lo = min.item<long>(), hi = max.item<long>();
         int rows = Config.EmbeddingRows;
         if (lo < 0 || hi >= rows)
             throw new SvgdException($"DiT labels must be in [0, {rows - 1}]{(Config.HasNullClass ? $" ({NullLabel} = null label)" : "")}, got {lo}..{hi}");

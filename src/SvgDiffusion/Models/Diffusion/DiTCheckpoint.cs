@@ -77,6 +77,8 @@ public static class DiTCheckpoint
         int inputSize = 16;
         if (sd.TryGetValue("pos_embed", out var pos))
         {
+            if (pos.dim() < 2 || pos.shape[^1] != hidden)
+                throw new SvgdException($"{source}: pos_embed has shape {Checkpoint.Shape(pos.shape)}, expected [1, T, {hidden}]");
             long tokens = pos.shape[^2];
             inputSize = (int)Math.Round(Math.Sqrt(tokens));
             if ((long)inputSize * inputSize != tokens)
