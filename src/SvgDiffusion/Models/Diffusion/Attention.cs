@@ -1,0 +1,43 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace SvgDiffusion.Models.Diffusion;
+
+/// <summary>
+/// Multi-head self-attention in timm's layout (<c>qkv</c> with bias, <c>proj</c>) with optional LayerNorm
+/// of queries and keys over each head's channels (<c>q_norm</c>, <c>k_norm</c>, affine, eps 1e-5).
+/// Normalising q and k bounds the attention logits, which the SVG models rely on for stable training.
+/// </summary>
+public sealed class Attention : Module<Tensor, Tensor>
+{
+    readonly int _heads;
+    readonly Linear qkv, proj;
+    readonly Module<Tensor, Tensor> q_norm, k_norm;
+
+    public Attention(int dim, int heads, bool qkNorm) : base("attn")
+    {
+        _heads = heads;
+        qkv = Linear(dim, dim * 3, hasBias: true);
+        // Identity has no weights, so without qk-norm the state dict has no q_norm/k_norm keys, as in timm.
+        q_norm = qkNorm ? LayerNorm(dim / heads, 1e-5) : Identity();
+        k_norm = qkNorm ? LayerNorm(dim / heads, 1e-5) : Identity();
+        proj = Linear(dim, dim);
+        RegisterComponents();
+    }
+
+    internal IEnumerable<Linear> Linears => new[] { qkv, proj };
+
+    /// <param name="x">[B, N, C].</param>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = torch.NewDisposeScope();
+        long b = x.shape[0], n = x.shape[1], c = x.shape[2];
+        var parts = qkv.forward(x).reshape(b, n, 3, _heads, c / _heads).permute(2, 0, 3, 1, 4).unbind(0);
+        var q = q_norm.forward(parts[0]);
+        var k = k_norm.forward(parts[1]);
+        var o = functional.scaled_dot_product_attention(q, k, parts[2]);
+        return proj.forward(o.transpose(1, 2).reshape(b, n, c)).MoveToOuterDisposeScope();
+    }
+}

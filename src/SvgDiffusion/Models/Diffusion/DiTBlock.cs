@@ -1,0 +1,52 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace SvgDiffusion.Models.Diffusion;
+
+/// <summary>
+/// A transformer block with adaLN-Zero conditioning: the condition c (time + label embedding) sets a
+/// shift, scale and gate for both the attention and the MLP branch. The gates start at zero, so a new
+/// block begins as the identity, which is what makes deep DiTs trainable from scratch.
+/// </summary>
+public sealed class DiTBlock : nn.Module
+{
+    internal const double NormEps = 1e-6;
+
+    readonly LayerNorm norm1, norm2;
+    readonly Attention attn;
+    readonly FeedForward mlp;
+    readonly Sequential adaLN_modulation;
+
+    public DiTBlock(string name, DiTConfig cfg) : base(name)
+    {
+        int d = cfg.HiddenSize;
+        // No affine: the modulation supplies the per-channel scale and shift.
+        norm1 = LayerNorm(d, NormEps, elementwise_affine: false);
+        attn = new Attention(d, cfg.NumHeads, cfg.QkNorm);
+        norm2 = LayerNorm(d, NormEps, elementwise_affine: false);
+        mlp = new FeedForward(d, cfg.MlpHidden);
+        adaLN_modulation = Sequential(("0", SiLU()), ("1", Linear(d, 6 * d)));
+        RegisterComponents();
+    }
+
+    internal IEnumerable<Linear> Linears => attn.Linears.Concat(mlp.Linears);
+    internal Linear Modulation => (Linear)adaLN_modulation.children().Last();
+
+    /// <summary>x * (1 + scale) + shift, with [B, C] modulations broadcast over the tokens.</summary>
+    internal static Tensor Modulate(Tensor x, Tensor shift, Tensor scale) =>
+        x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
+
+    /// <param name="x">[B, N, C] tokens.</param>
+    /// <param name="c">[B, C] condition.</param>
+    public Tensor Forward(Tensor x, Tensor c)
+    {
+        using var scope = torch.NewDisposeScope();
+        var m = adaLN_modulation.forward(c).chunk(6, dim: 1);
+        // Order as in DiT: shift, scale, gate for attention, then for the MLP.
+        x = x + m[2].unsqueeze(1) * attn.forward(Modulate(norm1.forward(x), m[0], m[1]));
+        x = x + m[5].unsqueeze(1) * mlp.forward(Modulate(norm2.forward(x), m[3], m[4]));
+        return x.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,29 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace SvgDiffusion.Models.Diffusion;
+
+/// <summary>timm's <c>Mlp</c> as DiT configures it: <c>fc1</c>, tanh-approximated GELU, <c>fc2</c>.</summary>
+public sealed class FeedForward : Module<Tensor, Tensor>
+{
+    readonly Linear fc1, fc2;
+
+    public FeedForward(int dim, int hidden) : base("mlp")
+    {
+        fc1 = Linear(dim, hidden);
+        fc2 = Linear(hidden, dim);
+        RegisterComponents();
+    }
+
+    internal IEnumerable<Linear> Linears => new[] { fc1, fc2 };
+
+    public override Tensor forward(Tensor x)
+    {
+        using var h = fc1.forward(x);
+        // DiT trained with the tanh approximation; the exact erf form would shift outputs by ~1e-4.
+        using var a = functional.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh);
+        return fc2.forward(a);
+    }
+}

@@ -1,0 +1,70 @@
+using SvgDiffusion.Models.Diffusion;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Transport;
+
+/// <summary>
+/// An ODE solver for the rectified flow, integrating from noise (t = 0) to data (t = 1) over the shifted
+/// schedule <see cref="RectifiedFlow.Schedule"/>. Deterministic given the initial noise.
+/// </summary>
+public abstract class Sampler
+{
+    /// <summary>The reference sampler's shift: most steps are spent near the noise end.</summary>
+    public const double DefaultShift = 0.15;
+
+    public int Steps { get; }
+    public double TimestepShift { get; }
+
+    protected Sampler(int steps, double timestepShift)
+    {
+        if (steps < 1) throw new SvgdException($"sampling needs at least one step, got {steps}");
+        if (!(timestepShift > 0) || double.IsInfinity(timestepShift)) throw new SvgdException($"timestep shift must be positive, got {timestepShift}");
+        Steps = steps;
+        TimestepShift = timestepShift;
+    }
+
+    /// <summary>By the reference's names: <c>euler</c> or <c>heun</c>.</summary>
+    public static Sampler Create(string method, int steps, double timestepShift = DefaultShift) => method.Trim().ToLowerInvariant() switch
+    {
+        "euler" => new EulerSampler(steps, timestepShift),
+        "heun" => new HeunSampler(steps, timestepShift),
+        _ => throw new SvgdException($"unknown sampler '{method}' (known: euler, heun)"),
+    };
+
+    /// <summary>The [Steps + 1] times the solver visits.</summary>
+    public Tensor Times() => RectifiedFlow.Schedule(Steps, TimestepShift);
+
+    /// <summary>Standard normal noise to start from, drawn from <paramref name="generator"/> so runs can be repeated.</summary>
+    public static Tensor Noise(long[] shape, Generator? generator = null, Device? device = null) =>
+        torch.randn(shape, dtype: ScalarType.Float32, device: device, generator: generator);
+
+    /// <summary>Integrates the flow from <paramref name="z"/> at t = 0.</summary>
+    /// <param name="z">[B, ...] initial noise (tokens or latents, whatever <paramref name="model"/> takes).</param>
+    /// <param name="cond">[B] class labels.</param>
+    /// <param name="nullLabels">[B] null labels for guidance (usually all num_classes); null for none.</param>
+    public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null)
+    {
+        var field = new GuidedVelocity(model, cond, nullLabels, guidance);
+        using var timesTensor = Times();
+        var times = timesTensor.data<float>().ToArray();
+        var x = z.alias();
+        for (int i = 0; i < Steps; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            var next = Step(field, x, i, times[i], times[i + 1]).MoveToOuterDisposeScope();
+            x.Dispose();
+            x = next;
+        }
+        return x;
+    }
+
+    /// <summary>Samples with a DiT (tokens [B, T, C] or latents [B, C, h, w]).</summary>
+    public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null) =>
+        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance);
+
+    /// <summary>One step from <paramref name="t0"/> to <paramref name="t1"/>.</summary>
+    protected abstract Tensor Step(GuidedVelocity field, Tensor x, int step, float t0, float t1);
+
+    public override string ToString() => $"{GetType().Name.Replace("Sampler", "").ToLowerInvariant()}, {Steps} steps, shift {TimestepShift}";
+}
