@@ -13,6 +13,12 @@ public static class SvgdCli
                                    "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.");
         root.Subcommands.Add(InspectCommand.Create(cli));
         root.Subcommands.Add(FeaturesCommand.Create(cli));
+        root.Subcommands.Add(EncodeCommand.Create(cli));
+        root.Subcommands.Add(DecodeCommand.Create(cli));
+        root.Subcommands.Add(ReconstructCommand.Create(cli));
+        root.Subcommands.Add(CalibrateCommand.Create(cli));
+        root.Subcommands.Add(LatentStatsCommand.Create(cli));
+        root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
         return root;
     }
 

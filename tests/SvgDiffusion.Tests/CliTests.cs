@@ -87,4 +87,61 @@ public class CliTests
         }
         Assert.False(File.Exists(outFile));
     }
+
+    [Fact]
+    public void AutoencoderCommandsRoundTrip()
+    {
+        string dir = Reference.TempDir();
+        string ae = Reference.File_("svg_autoencoder.ckpt"), cfg = Reference.File_("svg_autoencoder.json");
+        string images = AutoencoderTrainingTests.FashionMnist;
+        var enc = Run("encode", "--autoencoder", ae, "--config", cfg, "--images", images, "--out", Path.Combine(dir, "z.safetensors"), "--batch-size", "40");
+        Assert.True(enc.Code == 0, enc.Err + enc.Out);
+        var z = SafeTensors.Load(Path.Combine(dir, "z.safetensors"))["latent"];
+        Assert.Equal(new long[] { 40, 72, 4, 4 }, z.shape);
+        var dec = Run("decode", "--autoencoder", ae, "--config", cfg, "--latents", Path.Combine(dir, "z.safetensors"), "--out", Path.Combine(dir, "x.safetensors"));
+        Assert.True(dec.Code == 0, dec.Err + dec.Out);
+        Assert.Equal(new long[] { 40, 3, 64, 64 }, SafeTensors.Load(Path.Combine(dir, "x.safetensors"))["images"].shape);
+        var rec = Run("reconstruct", "--autoencoder", ae, "--config", cfg, "--images", images, "--out", Path.Combine(dir, "rec"));
+        Assert.True(rec.Code == 0, rec.Err + rec.Out);
+        Assert.True(File.Exists(Path.Combine(dir, "rec", "grid.png")));
+        Assert.Contains("mean_psnr", File.ReadAllText(Path.Combine(dir, "rec", "metrics.json")));
+        var cal = Run("calibrate", "--autoencoder", ae, "--config", cfg, "--images", images, "--out", Path.Combine(dir, "cal.safetensors"));
+        Assert.True(cal.Code == 0, cal.Err + cal.Out);
+        // Calibrated: 'stored' by default, so one image encodes the same alone as in a batch.
+        var one = Run("encode", "--autoencoder", Path.Combine(dir, "cal.safetensors"), "--images", Path.Combine(images, "bag"), "--out", Path.Combine(dir, "one.safetensors"), "--batch-size", "1");
+        var four = Run("encode", "--autoencoder", Path.Combine(dir, "cal.safetensors"), "--images", Path.Combine(images, "bag"), "--out", Path.Combine(dir, "four.safetensors"), "--batch-size", "4");
+        Assert.True(one.Code == 0 && four.Code == 0, one.Err + four.Err);
+        Reference.Close(SafeTensors.Load(Path.Combine(dir, "four.safetensors"))["latent"], SafeTensors.Load(Path.Combine(dir, "one.safetensors"))["latent"], 1e-5, "stored alignment");
+        var stats = Run("latent-stats", "--autoencoder", Path.Combine(dir, "cal.safetensors"), "--images", images, "--out", Path.Combine(dir, "stats.safetensors"));
+        Assert.True(stats.Code == 0, stats.Err + stats.Out);
+        Assert.Equal(new long[] { 1, 1, 72 }, SafeTensors.Load(Path.Combine(dir, "stats.safetensors"))["dinov3_sp_mean"].shape);
+    }
+
+    [Fact]
+    public void AutoencoderErrorsAreOneLine()
+    {
+        string dir = Reference.TempDir();
+        string ae = Reference.File_("svg_autoencoder.ckpt"), cfg = Reference.File_("svg_autoencoder.json");
+        string bad = Path.Combine(dir, "imgs");
+        Directory.CreateDirectory(bad);
+        File.Copy(Path.Combine(AutoencoderTrainingTests.FashionMnist, "bag", Directory.GetFiles(Path.Combine(AutoencoderTrainingTests.FashionMnist, "bag"))[0]), Path.Combine(bad, "a.png"));
+        File.WriteAllBytes(Path.Combine(bad, "b.png"), new byte[] { 0x89, 0x50, 0x4E, 0x47, 1, 2, 3 });
+        var wrongLatent = Path.Combine(dir, "w.safetensors");
+        SafeTensors.Save(wrongLatent, new Dictionary<string, torch.Tensor> { ["latent"] = torch.zeros(2, 71, 4, 4) });
+        var cases = new (string[] Args, string Expect)[]
+        {
+            (new[] { "encode", "--autoencoder", ae, "--config", cfg, "--images", bad, "--out", Path.Combine(dir, "o.safetensors") }, "b.png"),
+            (new[] { "decode", "--autoencoder", ae, "--config", cfg, "--latents", wrongLatent, "--out", Path.Combine(dir, "d") }, "[2, 71, 4, 4]"),
+            (new[] { "reconstruct", "--autoencoder", Reference.File_("svg_dit.pt"), "--images", bad, "--out", Path.Combine(dir, "r") }, "not an SVG autoencoder"),
+            (new[] { "encode", "--autoencoder", Reference.File_("dinov3_mlp.pth"), "--images", bad, "--out", Path.Combine(dir, "o.safetensors") }, "looks like a DINOv3"),
+        };
+        foreach (var (args, expect) in cases)
+        {
+            var (code, _, err) = Run(args);
+            Assert.Equal(1, code);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Contains(expect, err);
+        }
+        Assert.False(File.Exists(Path.Combine(dir, "o.safetensors")));
+    }
 }

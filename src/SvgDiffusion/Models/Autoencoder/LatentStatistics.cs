@@ -20,8 +20,9 @@ public sealed class LatentStatistics : IDisposable
 
     public LatentStatistics(Tensor mean, Tensor std)
     {
-        Mean = mean.to(ScalarType.Float32).reshape(1, 1, -1);
-        Std = std.to(ScalarType.Float32).reshape(1, 1, -1);
+        // Owned by this object, whatever dispose scope it was created in.
+        Mean = mean.to(ScalarType.Float32).reshape(1, 1, -1).clone().DetachFromDisposeScope();
+        Std = std.to(ScalarType.Float32).reshape(1, 1, -1).clone().DetachFromDisposeScope();
         if (Mean.shape[2] != Std.shape[2]) throw new SvgdException($"latent statistics: mean has {Mean.shape[2]} channels, std {Std.shape[2]}");
     }
 
@@ -56,10 +57,10 @@ public sealed class LatentStatistics : IDisposable
             var x = latents.to(ScalarType.Float64);
             var tokens = channelsFirst ? x.flatten(2).transpose(1, 2) : x;       // [B, T, C]
             var flat = tokens.reshape(-1, tokens.shape[^1]);
-            var s = flat.sum(0);
-            var sq = (flat * flat).sum(0);
-            _sum = _sum is null ? s.MoveToOuterDisposeScope() : _sum.add_(s);
-            _sumSq = _sumSq is null ? sq.MoveToOuterDisposeScope() : _sumSq.add_(sq);
+            var s = flat.sum(new long[] { 0 });   // not sum(0): a literal 0 binds to the ScalarType overload
+            var sq = (flat * flat).sum(new long[] { 0 });
+            _sum = _sum is null ? s.DetachFromDisposeScope() : _sum.add_(s);
+            _sumSq = _sumSq is null ? sq.DetachFromDisposeScope() : _sumSq.add_(sq);
             _count += flat.shape[0];
         }
 

@@ -1,0 +1,131 @@
+using System.CommandLine;
+using Spectre.Console;
+using SvgDiffusion.Data;
+using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Dinov3;
+using SvgDiffusion.Models.Losses;
+using SvgDiffusion.Training;
+using TorchSharp;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class TrainAutoencoderCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var images = new Option<string>("--images") { Description = "Training images: a folder (recursive). Random crops of the model's input size and horizontal flips are drawn each step.", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file) and samples/step-NNNNNN.png.", Required = true };
+        var encoder = new Option<string?>("--encoder") { Description = "Frozen DINOv3 for a new model: official .pth, Hugging Face safetensors, or an SVG autoencoder file holding encoder.* weights." };
+        var preset = new Option<string?>("--preset") { Description = $"Architecture of a new model: {string.Join(", ", SvgAutoencoderPresets.Names)}." };
+        var config = new Option<string?>("--config") { Description = "Architecture of a new model as JSON (sections dino, residual_vit, decoder, alignment, mask_ratio)." };
+        var init = new Option<string?>("--init") { Description = "Start from an existing autoencoder (e.g. the released .ckpt): fine-tuning, fresh optimisers." };
+        var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped (step, optimisers, discriminator, statistics)." };
+        var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 1000 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per step.", DefaultValueFactory = _ => 8 };
+        var lr = new Option<double>("--lr") { Description = "Adam learning rate (betas 0.5, 0.9 as the reference).", DefaultValueFactory = _ => 1e-4 };
+        var discStart = new Option<int>("--disc-start") { Description = "Step from which the PatchGAN loss is on (reference: 5001).", DefaultValueFactory = _ => 5001 };
+        var discWeight = new Option<double>("--disc-weight") { Description = "Factor on the adaptive generator weight (reference: 0.5).", DefaultValueFactory = _ => 0.5 };
+        var lpips = new Option<string?>("--lpips") { Description = "LPIPS linear-layer weights (vgg.pth of the LPIPS release); without them training uses L1 and the GAN only." };
+        var vgg = new Option<string?>("--vgg") { Description = "torchvision VGG-16 weights for LPIPS (vgg16-397923af.pth), unless --lpips already holds them." };
+        var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
+        var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
+        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (DINOv3 stays frozen) with L1 + LPIPS + PatchGAN.")
+        { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            var console = cli.Console;
+            var data = new ImageFolder(p.GetValue(images)!);
+            string outDir = p.GetValue(output)!;
+            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            string last = Path.Combine(outDir, "last.safetensors");
+            Lpips? perceptual = p.GetValue(lpips) is string lin ? Lpips.Load(lin, p.GetValue(vgg)) : null;
+            if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
+
+            AutoencoderTrainer trainer;
+            if (p.GetValue(resume) is string from)
+            {
+                trainer = AutoencoderTrainer.Resume(from, data, perceptual, p.GetValue(steps));
+                console.MarkupLine($"resumed [bold]{Markup.Escape(from)}[/] at step {trainer.Step}");
+            }
+            else
+            {
+                var cfg = new AutoencoderTrainingConfig
+                {
+                    Steps = p.GetValue(steps), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr),
+                    DiscStart = p.GetValue(discStart), DiscWeight = p.GetValue(discWeight), Seed = p.GetValue(seed),
+                    CheckpointEvery = p.GetValue(ckptEvery), SampleEvery = p.GetValue(sampleEvery),
+                }.Validate();
+                SvgAutoencoder model;
+                if (p.GetValue(init) is string initPath)
+                {
+                    model = SvgAutoencoderCheckpoint.Load(initPath, ResolveConfig(p, preset, config), p.GetValue(encoder));
+                }
+                else
+                {
+                    var arch = ResolveConfig(p, preset, config) ?? throw new SvgdException("a new model needs --preset or --config (or --init to fine-tune, --resume to continue)");
+                    string dinoPath = p.GetValue(encoder) ?? throw new SvgdException("a new model needs --encoder: the frozen DINOv3 weights");
+                    var dino = LoadDino(dinoPath, arch.Dino);
+                    torch.manual_seed(cfg.Seed);
+                    model = new SvgAutoencoder(arch, dino);
+                }
+                trainer = new AutoencoderTrainer(model, data, cfg, perceptual);
+            }
+
+            using var _ = trainer;
+            var tc = trainer.Config;
+            console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            Console.CancelKeyPress += onCancel;
+            try
+            {
+                console.Progress().AutoClear(false)
+                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
+                        task.Value = trainer.Step;
+                        while (trainer.Step < tc.Steps && !cancel.IsCancellationRequested)
+                        {
+                            var r = trainer.TrainStep();
+                            task.Value = r.Step;
+                            task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
+                            if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
+                            if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
+                        }
+                    });
+            }
+            finally { Console.CancelKeyPress -= onCancel; }
+            trainer.Save(last);
+            WriteGrid(trainer, outDir);
+            console.MarkupLine($"{(cancel.IsCancellationRequested ? "stopped" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.IsCancellationRequested ? 130 : 0;
+        }));
+        return cmd;
+    }
+
+    static SvgAutoencoderConfig? ResolveConfig(ParseResult p, Option<string?> preset, Option<string?> config)
+    {
+        string? pr = p.GetValue(preset), cf = p.GetValue(config);
+        if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
+        if (pr != null) return SvgAutoencoderPresets.Get(pr);
+        return cf != null ? Config.ConfigJson.Load<SvgAutoencoderConfig>(cf).Validate(cf) : null;
+    }
+
+    /// <summary>A DINOv3 file, or the encoder.* part of an SVG autoencoder checkpoint.</summary>
+    internal static DinoVisionTransformer LoadDino(string path, Dinov3Config config)
+    {
+        var ckpt = Checkpoints.Checkpoint.Open(path);
+        var sd = ckpt.StateDict();
+        if (sd.ContainsKey("encoder.patch_embed.proj.weight"))
+            return Dinov3Checkpoint.FromStateDict(sd.Where(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key[8..], kv => kv.Value), $"{path} (encoder.*)", config);
+        return Dinov3Checkpoint.FromStateDict(sd, path, config);
+    }
+
+    static void WriteGrid(AutoencoderTrainer trainer, string outDir)
+    {
+        using var grid = trainer.ReconstructionGrid();
+        ImageFiles.SavePng(grid, Path.Combine(outDir, "samples", $"step-{trainer.Step:D6}.png"));
+    }
+}
