@@ -19,6 +19,7 @@ public static class SvgdCli
         root.Subcommands.Add(CalibrateCommand.Create(cli));
         root.Subcommands.Add(LatentStatsCommand.Create(cli));
         root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
+        root.Subcommands.Add(SampleCommand.Create(cli));
         return root;
     }
 

@@ -43,7 +43,8 @@ public abstract class Sampler
     /// <param name="z">[B, ...] initial noise (tokens or latents, whatever <paramref name="model"/> takes).</param>
     /// <param name="cond">[B] class labels.</param>
     /// <param name="nullLabels">[B] null labels for guidance (usually all num_classes); null for none.</param>
-    public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null)
+    /// <param name="onStep">Told the number of each finished step (1-based), for progress reporting.</param>
+    public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null)
     {
         var field = new GuidedVelocity(model, cond, nullLabels, guidance);
         using var timesTensor = Times();
@@ -55,13 +56,14 @@ public abstract class Sampler
             var next = Step(field, x, i, times[i], times[i + 1]).MoveToOuterDisposeScope();
             x.Dispose();
             x = next;
+            onStep?.Invoke(i + 1);
         }
         return x;
     }
 
     /// <summary>Samples with a DiT (tokens [B, T, C] or latents [B, C, h, w]).</summary>
-    public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null) =>
-        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance);
+    public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null) =>
+        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance, onStep);
 
     /// <summary>One step from <paramref name="t0"/> to <paramref name="t1"/>.</summary>
     protected abstract Tensor Step(GuidedVelocity field, Tensor x, int step, float t0, float t1);
