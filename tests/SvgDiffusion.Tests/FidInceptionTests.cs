@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text;
 using System.Text.Json;
 using SvgDiffusion.Evaluation;
 using TorchSharp;
@@ -107,6 +108,75 @@ public class FidInceptionTests(FidInceptionFixture fx, ITestOutputHelper log) : 
         foreach (var k in sd.Keys.Where(k => k.EndsWith("num_batches_tracked")).ToList()) sd.Remove(k); // old files lack these: fine
         var e = Assert.Throws<SvgdException>(() => FidInceptionV3.FromStateDict(sd, "partial.pth"));
         Assert.Contains("1 missing key(s): Mixed_6b.branch7x7_2.conv.weight", e.Message);
+    }
+
+    /// <summary>
+    /// pt_inception-2015-12-05-6726825d.pth predates PyTorch 1.6 and uses the legacy torch.save layout; this
+    /// writes the formula weights in that layout (protocol-2 pickles, then the raw storages) and loads them back.
+    /// </summary>
+    [Fact]
+    public void LoadsLegacyTorchSaveFile()
+    {
+        using var scope = torch.NewDisposeScope();
+        string p = Path.Combine(Reference.TempDir(), "pt_inception-legacy.pth");
+        var sd = fx.Model.state_dict();
+        // Like the released file: no num_batches_tracked (it was saved before BatchNorm had them).
+        var tensors = sd.Where(kv => !kv.Key.EndsWith("num_batches_tracked")).ToList();
+        File.WriteAllBytes(p, LegacyTorchSave(tensors));
+        Assert.True(Checkpoints.TorchLegacyPickle.IsLegacyPickle(p));
+        using var loaded = FidInceptionV3.Load(p);
+        var back = loaded.state_dict();
+        Assert.All(sd, kv => Assert.True(Reference.Same(kv.Value, back[kv.Key]), kv.Key));
+
+        var bytes = File.ReadAllBytes(p);
+        string cut = Path.Combine(Path.GetDirectoryName(p)!, "cut.pth");
+        File.WriteAllBytes(cut, bytes[..(bytes.Length - 1000)]);
+        var e = Assert.Throws<SvgdException>(() => FidInceptionV3.Load(cut));
+        Assert.Contains(cut, e.Message);
+        Assert.Contains("cut short", e.Message);
+    }
+
+    static byte[] LegacyTorchSave(IReadOnlyList<KeyValuePair<string, Tensor>> tensors)
+    {
+        var ms = new MemoryStream();
+        void B(params byte[] b) => ms.Write(b);
+        void Str(string s) { var u = Encoding.UTF8.GetBytes(s); B((byte)'X'); ms.Write(BitConverter.GetBytes(u.Length)); ms.Write(u); }
+        void Int(long v) { B((byte)'J'); ms.Write(BitConverter.GetBytes(checked((int)v))); }
+        void Global(string module, string name) { B((byte)'c'); ms.Write(Encoding.ASCII.GetBytes(module + "\n" + name + "\n")); }
+        // 1. magic number 0x1950a86a20f9469cfc6c as LONG1, 2. protocol version 1001, 3. system info.
+        B(0x80, 2, 0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, (byte)'.');
+        B(0x80, 2); Int(1001); B((byte)'.');
+        B(0x80, 2, (byte)'}', (byte)'('); Str("protocol_version"); Int(1001); Str("little_endian"); B(0x88); B((byte)'u', (byte)'.');
+        // 4. the state dict: OrderedDict of _rebuild_tensor_v2(persistent storage, offset, size, stride, False, OrderedDict()).
+        B(0x80, 2); Global("collections", "OrderedDict"); B((byte)')', (byte)'R', (byte)'(');
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            var (key, t) = tensors[i];
+            Str(key);
+            Global("torch._utils", "_rebuild_tensor_v2");
+            B((byte)'(', (byte)'(');
+            Str("storage");
+            Global("torch", t.dtype == ScalarType.Int64 ? "LongStorage" : "FloatStorage");
+            Str(i.ToString()); Str("cpu"); Int(t.numel()); B((byte)'N', (byte)'t', (byte)'Q');
+            Int(0);
+            B((byte)'('); foreach (var d in t.shape) Int(d); B((byte)'t');
+            B((byte)'('); foreach (var st in t.stride()) Int(st); B((byte)'t');
+            B(0x89);
+            Global("collections", "OrderedDict"); B((byte)')', (byte)'R');
+            B((byte)'t', (byte)'R');
+        }
+        B((byte)'u', (byte)'.');
+        // 5. storage keys, then each storage: int64 element count and raw bytes.
+        B(0x80, 2, (byte)']', (byte)'(');
+        for (int i = 0; i < tensors.Count; i++) Str(i.ToString());
+        B((byte)'e', (byte)'.');
+        foreach (var (_, t) in tensors)
+        {
+            ms.Write(BitConverter.GetBytes(t.numel()));
+            using var c = t.contiguous();
+            ms.Write(c.bytes);
+        }
+        return ms.ToArray();
     }
 
     [Fact]
