@@ -79,14 +79,15 @@ public sealed class FidInceptionV3 : Module<Tensor, Tensor>
         return model;
     }
 
-    /// <summary>pool3 features [B,2048] of images [B,3,H,W] with values in [0,1].</summary>
+    /// <summary>pool3 features [B,2048] of images [B,3,H,W] with values in [0,1] (run without autograd, on the model's device and dtype).</summary>
     /// <param name="resize">Bilinear resize to 299x299 first (pytorch-fid's default); without it the input must already be the size wanted.</param>
     public Tensor Features(Tensor images, bool resize = true)
     {
         if (images.dim() != 4 || images.shape[1] != 3)
             throw new SvgdException($"FID Inception: expected images [B, 3, H, W], got {Checkpoint.Shape(images.shape)}");
         using var scope = torch.NewDisposeScope();
-        var x = images.to(fc.weight!.dtype);
+        using var _ = torch.no_grad();
+        var x = images.to(fc.weight!.dtype, fc.weight.device);
         if (resize)
             x = functional.interpolate(x, size: new long[] { InputSize, InputSize }, mode: InterpolationMode.Bilinear, align_corners: false);
         x = 2 * x - 1;
@@ -117,8 +118,12 @@ public sealed class FidInceptionV3 : Module<Tensor, Tensor>
     /// pool3·Wᵀ, the logits the TensorFlow Inception Score code (and the ADM evaluator, torch-fidelity)
     /// feed to the softmax; true gives the full <c>fc</c> layer.
     /// </summary>
-    public Tensor Logits(Tensor pool3, bool includeBias = true) =>
-        includeBias ? fc.forward(pool3) : functional.linear(pool3, fc.weight!);
+    public Tensor Logits(Tensor pool3, bool includeBias = true)
+    {
+        using var _ = torch.no_grad();
+        using var x = pool3.to(fc.weight!.dtype, fc.weight.device);
+        return includeBias ? fc.forward(x) : functional.linear(x, fc.weight);
+    }
 
     public override Tensor forward(Tensor images) => Features(images);
 }

@@ -5,7 +5,7 @@ using Xunit;
 
 namespace SvgDiffusion.Tests;
 
-public class InceptionScoreTests
+public class FidInceptionScoreTests
 {
     [Fact]
     public void ConfidentAndDiverseGivesTheClassCount()
