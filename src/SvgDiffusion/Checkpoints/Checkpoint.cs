@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace SvgDiffusion.Checkpoints;
 
-public enum CheckpointFormat { SafeTensors, TorchZip }
+public enum CheckpointFormat { SafeTensors, TorchZip, TorchLegacy }
 
 /// <summary>
 /// A checkpoint file of any supported container: safetensors, or a PyTorch zip pickle holding a state
@@ -39,9 +39,11 @@ public sealed class Checkpoint
         }
         if (TorchPickle.IsZipPickle(path))
             return new Checkpoint(path, CheckpointFormat.TorchZip, TorchPickle.Load(path), new Dictionary<string, string>());
+        if (TorchLegacyPickle.IsLegacyPickle(path))
+            return new Checkpoint(path, CheckpointFormat.TorchLegacy, TorchLegacyPickle.Load(path), new Dictionary<string, string>());
         if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
             SafeTensors.ReadHeader(path); // throws the precise reason
-        throw new SvgdException($"{path}: unknown checkpoint container (neither safetensors nor a PyTorch zip archive; legacy pre-1.6 torch.save files are not supported)");
+        throw new SvgdException($"{path}: unknown checkpoint container (neither safetensors nor a PyTorch zip archive or legacy torch.save file)");
     }
 
     /// <summary>Top-level entries of a nested container: name and a short description.</summary>
@@ -133,7 +135,7 @@ public sealed class Checkpoint
     public string Describe(bool listTensors = true)
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"{Path}: {(Format == CheckpointFormat.SafeTensors ? "safetensors" : "PyTorch zip pickle")}");
+        sb.AppendLine($"{Path}: {Format switch { CheckpointFormat.SafeTensors => "safetensors", CheckpointFormat.TorchZip => "PyTorch zip pickle", _ => "legacy PyTorch pickle" }}");
         foreach (var (k, v) in Metadata) sb.AppendLine($"  metadata {k} = {(v.Length > 120 ? v[..120] + "..." : v)}");
         if (Root is Dictionary<object, object?> top && !IsStateDict(top))
             foreach (var (name, desc) in Sections()) sb.AppendLine($"  section {name}: {desc}");

@@ -77,20 +77,30 @@ public static class TorchPickle
 
     sealed class Mark { public static readonly Mark Instance = new(); }
 
-    sealed class Machine
+    internal sealed class Machine
     {
         readonly string _path;
         readonly byte[] _p;
         readonly Func<string, byte[]> _readStorage;
+        readonly bool _deferStorage;
         readonly Dictionary<string, Tensor> _storages = new();
         readonly Dictionary<long, object?> _memo = new();
         readonly List<object?> _stack = new();
         int _pos;
 
-        public Machine(string path, byte[] program, Func<string, byte[]> readStorage)
+        /// <param name="start">Offset of the pickle in <paramref name="program"/> (legacy files hold several in a row).</param>
+        /// <param name="deferStorage">Legacy files store tensor data after the pickle: storages start empty, tensors are
+        /// views of them, and the caller fills <see cref="Storages"/> once the data can be read.</param>
+        public Machine(string path, byte[] program, Func<string, byte[]> readStorage, int start = 0, bool deferStorage = false)
         {
-            _path = path; _p = program; _readStorage = readStorage;
+            _path = path; _p = program; _readStorage = readStorage; _pos = start; _deferStorage = deferStorage;
         }
+
+        /// <summary>The byte after the STOP of the last <see cref="Run"/>.</summary>
+        public int Position => _pos;
+
+        /// <summary>Storages created so far, by storage key (in deferred mode the key alone identifies one).</summary>
+        public IEnumerable<(string Key, Tensor Storage)> Storages => _storages.Select(kv => (kv.Key.Split('/')[0], kv.Value));
 
         SvgdException Corrupt(string why) => new($"{_path}: corrupt pickle at byte {_pos}: {why}");
 
@@ -240,6 +250,7 @@ public static class TorchPickle
         {
             if (pid is not object?[] t || t.Length < 5 || t[0] as string != "storage")
                 throw Corrupt("unknown persistent id (not a torch storage)");
+            if (t.Length >= 6 && t[5] is not null) throw Corrupt("storage views (files from PyTorch before 1.0) are not supported");
             var dtype = t[1] is Global g ? StorageDtype(g) : throw Corrupt("storage type is not a global");
             string key = t[2]?.ToString() ?? throw Corrupt("storage key missing");
             long numel = t[4] is long n ? n : throw Corrupt("storage size missing");
@@ -266,6 +277,12 @@ public static class TorchPickle
         {
             string id = s.Key + "/" + s.Dtype;
             if (_storages.TryGetValue(id, out var t)) return t;
+            if (_deferStorage)
+            {
+                t = torch.zeros(s.Numel, dtype: s.Dtype);
+                _storages[id] = t;
+                return t;
+            }
             byte[] bytes = _readStorage(s.Key);
             long elemSize = ElementSize(s.Dtype);
             if (bytes.LongLength < s.Numel * elemSize)
@@ -307,6 +324,7 @@ public static class TorchPickle
             long needed = offset + 1 + size.Zip(stride, (n, st) => n == 0 ? -1 : (n - 1) * st).Sum();
             if (size.Any(n => n == 0)) return torch.empty(size, dtype: s.Dtype);
             if (needed > storage.numel()) throw Corrupt($"tensor view exceeds its storage 'data/{s.Key}'");
+            if (_deferStorage) return storage.as_strided(size, stride, offset); // filled later; made contiguous then
             using var view = storage.as_strided(size, stride, offset);
             return view.contiguous();
         }
