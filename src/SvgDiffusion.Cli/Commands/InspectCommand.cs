@@ -19,7 +19,7 @@ internal static class InspectCommand
             using var scope = torch.NewDisposeScope();
             string path = p.GetValue(file)!;
             var ckpt = Checkpoint.Open(path);
-            console.MarkupLine($"[bold]{Markup.Escape(path)}[/]: {(ckpt.Format == CheckpointFormat.SafeTensors ? "safetensors" : "PyTorch zip pickle")}");
+            console.MarkupLine($"[bold]{Markup.Escape(path)}[/]: {ckpt.FormatName}");
             foreach (var (k, v) in ckpt.Metadata)
                 console.MarkupLine($"  metadata [blue]{Markup.Escape(k)}[/] = {Markup.Escape(v.Length > 160 ? v[..160] + "..." : v)}");
             var sections = ckpt.Sections();

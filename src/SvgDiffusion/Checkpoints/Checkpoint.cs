@@ -131,14 +131,11 @@ public sealed class Checkpoint
         }
     }
 
-    /// <summary>Human-readable listing: containers, then each tensor with shape and dtype, then totals.</summary>
-    public string Describe(bool listTensors = true)
+    public string FormatName => Format switch
     {
-        var sb = new StringBuilder();
-        sb.AppendLine($"{Path}: {Format switch { CheckpointFormat.SafeTensors => "safetensors", CheckpointFormat.TorchZip => "PyTorch zip pickle", _ => "legacy PyTorch pickle" }}");
-        foreach (var (k, v) in Metadata) sb.AppendLine($"  metadata {k} = {(v.Length > 120 ? v[..120] + "..." : v)}");
-        if (Root is Dictionary<object, object?> top && !IsStateDict(top))
-            foreach (var (name, desc) in Sections()) sb.AppendLine($"  section {name}: {desc}");
-        return sb.ToString();
-    }
+        CheckpointFormat.SafeTensors => "safetensors",
+        CheckpointFormat.TorchZip => "PyTorch zip pickle",
+        _ => "PyTorch legacy (pre-1.6) pickle",
+    };
+
 }
