@@ -26,7 +26,7 @@ public sealed record Dinov3Output(
 /// state dict (<c>cls_token</c>, <c>storage_tokens</c>, <c>blocks.N.attn.qkv</c>, <c>ls1.gamma</c>, ...);
 /// Hugging Face checkpoints are renamed on load (<see cref="Dinov3Checkpoint"/>).
 /// </summary>
-public sealed class DinoVisionTransformer : nn.Module
+public sealed class DinoVisionTransformer : nn.Module, Encoders.IFrozenEncoder
 {
     public Dinov3Config Config { get; }
 
@@ -104,6 +104,18 @@ public sealed class DinoVisionTransformer : nn.Module
             inter.ToDictionary(kv => kv.Key, kv => kv.Value.MoveToOuterDisposeScope()),
             h, w);
         return output;
+    }
+
+    public string Kind => "dinov3";
+    public int FeatureDim => Config.EmbedDim;
+    public int Stride => Config.PatchSize;
+
+    public Encoders.FrozenFeatures Encode(Tensor images)
+    {
+        var o = Forward(images);
+        o.Registers.Dispose();
+        o.PreNorm.Dispose();
+        return new Encoders.FrozenFeatures(o.Patch, o.Cls, o.GridH, o.GridW);
     }
 
     /// <summary>Patch tokens only, [B, N, D]: what SVG concatenates its residual channels to.</summary>
