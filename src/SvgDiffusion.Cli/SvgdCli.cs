@@ -20,6 +20,8 @@ public static class SvgdCli
         root.Subcommands.Add(LatentStatsCommand.Create(cli));
         root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
         root.Subcommands.Add(SampleCommand.Create(cli));
+        root.Subcommands.Add(FidCommand.Create(cli));
+        root.Subcommands.Add(SampleEvalCommand.Create(cli));
         return root;
     }
 

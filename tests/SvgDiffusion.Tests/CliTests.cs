@@ -175,4 +175,46 @@ public class CliTests
         Assert.True(Reference.Same(a["latent"], b["latent"]), "same seed, different batch size, same samples");
         Assert.Equal(new long[] { 1, 1, 1, 2, 2, 2 }, a["labels"].data<long>().ToArray());
     }
+
+    /// <summary>A random 72-channel DiT that fits the reference autoencoder's 4x4 latents.</summary>
+    internal static string TinyDiT(string dir)
+    {
+        torch.manual_seed(3);
+        using var dit = new Models.Diffusion.DiT(new Models.Diffusion.DiTConfig { InputSize = 4, InChannels = 72, HiddenSize = 64, Depth = 2, NumHeads = 4, NumClasses = 10 });
+        string path = Path.Combine(dir, "dit.safetensors");
+        Models.Diffusion.DiTCheckpoint.Save(dit, path);
+        return path;
+    }
+
+    [Fact]
+    public void SampleEvalIsResumableAndFdIsLabelled()
+    {
+        string dir = Reference.TempDir();
+        string dit = TinyDiT(dir);
+        string[] Args(string outFile) => new[] { "sample-eval", "--model", dit, "--no-stats", "--autoencoder", Reference.File_("svg_autoencoder.ckpt"),
+            "--config", Reference.File_("svg_autoencoder.json"), "--feature-network", "dinov3", "--feature-encoder", Reference.File_("dinov3_swiglu.pth"),
+            "--feature-size", "64", "--n", "12", "--shard-size", "5", "--batch-size", "3", "--steps", "2", "--out", outFile };
+        var first = Run(Args(Path.Combine(dir, "a.npz")));
+        Assert.True(first.Code == 0, first.Err + first.Out);
+        Assert.Equal(3, Directory.GetFiles(Path.Combine(dir, "a.npz.shards")).Length);
+        File.Delete(Path.Combine(dir, "a.npz.shards", "shard-00001.safetensors"));
+        var again = Run(Args(Path.Combine(dir, "a.npz")));
+        Assert.True(again.Code == 0, again.Err + again.Out);
+        Assert.Contains("2 of 3 shards already done", again.Out);
+        var fresh = Run(Args(Path.Combine(dir, "b.npz")));
+        Assert.True(fresh.Code == 0, fresh.Err);
+        var a = Evaluation.Npz.Load(Path.Combine(dir, "a.npz"));
+        var b = Evaluation.Npz.Load(Path.Combine(dir, "b.npz"));
+        Reference.Close(b["mu"], a["mu"], 1e-9, "resumed mu");
+        Reference.Close(b["sigma"], a["sigma"], 1e-9, "resumed sigma");
+
+        var fd = Run("fid", Path.Combine(dir, "a.npz"), AutoencoderTrainingTests.FashionMnist, "--feature-network", "dinov3",
+            "--feature-encoder", Reference.File_("dinov3_swiglu.pth"), "--feature-size", "64");
+        Assert.True(fd.Code == 0, fd.Err);
+        Assert.Contains("FD-dinov3", fd.Out);
+        Assert.DoesNotContain("FID", fd.Out);
+        var noNet = Run("fid", AutoencoderTrainingTests.FashionMnist, AutoencoderTrainingTests.FashionMnist);
+        Assert.Equal(1, noNet.Code);
+        Assert.Contains("--inception", noNet.Err);
+    }
 }

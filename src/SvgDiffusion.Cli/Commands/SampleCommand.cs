@@ -4,6 +4,7 @@ using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Data;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Sampling;
 using SvgDiffusion.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -14,22 +15,12 @@ internal static class SampleCommand
 {
     public static Command Create(CliContext cli)
     {
-        var model = new Option<string>("--model") { Description = "SVG diffusion transformer: the released .pt ({\"ema\": ...}), or a .safetensors written by svgd (its EMA weights).", Required = true };
-        var ditPreset = new Option<string?>("--dit-preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)} (default: the file's config, else inferred from its shapes)." };
-        var ditConfig = new Option<string?>("--dit-config") { Description = "DiT architecture as JSON (the reference's names, e.g. its 'model' section)." };
+        var ditOptions = new DiTOptions();
         var ae = new AutoencoderOptions();
         ae.Autoencoder.Required = false;
-        var stats = new Option<string?>("--stats") { Description = "Latent normalisation statistics (the released dinov3_sp_stats.pt, or from 'svgd latent-stats'); default: those stored in --model." };
-        var noStats = new Option<bool>("--no-stats") { Description = "Sample directly in the model's space: no de-normalisation before decoding." };
         var classes = new Option<string?>("--classes") { Description = "Comma-separated class indices; --n samples each, one grid row per class." };
         var labels = new Option<string?>("--labels") { Description = "Comma-separated label of every sample (instead of --classes); num_classes is the null (unconditional) label." };
         var n = new Option<int>("--n") { Description = "Samples per class with --classes; otherwise the number of samples, with uniformly random labels.", DefaultValueFactory = _ => 8 };
-        var steps = new Option<int>("--steps") { Description = "Solver steps (1-25 typical; SVG is good at 5).", DefaultValueFactory = _ => 25 };
-        var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale (1: none).", DefaultValueFactory = _ => 1.5 };
-        var guidance = new Option<string>("--guidance") { Description = "Guidance schedule: constant, late, linear, early-<t>, cfg_star-<k>-<r>.", DefaultValueFactory = _ => "constant" };
-        var shift = new Option<double>("--shift") { Description = "Timestep shift of the schedule (reference sampler: 0.15).", DefaultValueFactory = _ => Sampler.DefaultShift };
-        var sampler = new Option<string>("--sampler") { Description = "ODE solver: euler or heun.", DefaultValueFactory = _ => "euler" };
-        var seed = new Option<long>("--seed") { Description = "Seed; sample i's noise depends on (seed, i) only, so it is the same at any batch size.", DefaultValueFactory = _ => 0 };
         var output = new Option<string?>("--out") { Description = "PNG grid of the decoded samples." };
         var outDir = new Option<string?>("--out-dir") { Description = "Folder for one PNG per sample." };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 16 };
@@ -38,8 +29,8 @@ internal static class SampleCommand
         var latentOut = new Option<string?>("--latent-out") { Description = "Also write the sampled latents [B, C, h, w] in the model's (normalised) space, before de-normalisation." };
         var noDecode = new Option<bool>("--no-decode") { Description = "Stop after sampling (with --latent-out); no autoencoder needed." };
         var cmd = new Command("sample", "Generate images: sample SVG latents with the DiT (rectified flow, Euler/Heun, classifier-free guidance) and decode them.")
-        { model, ditPreset, ditConfig, stats, noStats, classes, labels, n, steps, cfg, guidance, shift, sampler, seed, output, outDir, batch, initNoise, key, latentOut, noDecode };
-        foreach (var o in ae.All) cmd.Options.Add(o);
+        { classes, labels, n, output, outDir, batch, initNoise, key, latentOut, noDecode };
+        foreach (var o in ditOptions.All.Concat(ae.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
@@ -47,14 +38,12 @@ internal static class SampleCommand
             if (decode && p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (grid) and/or --out-dir (one PNG each), or --no-decode with --latent-out");
             if (!decode && p.GetValue(latentOut) == null) throw new SvgdException("--no-decode needs --latent-out");
             if (decode && p.GetValue(ae.Autoencoder) == null) throw new SvgdException("decoding needs --autoencoder (or use --no-decode with --latent-out)");
-            string modelPath = p.GetValue(model)!;
-            using var dit = DiTCheckpoint.Load(modelPath, ResolveDiT(p, ditPreset, ditConfig));
-            dit.eval();
+            using var dit = ditOptions.LoadModel(p);
             var dc = dit.Config;
-            var solver = Sampler.Create(p.GetValue(sampler)!, p.GetValue(steps), p.GetValue(shift));
-            var schedule = GuidanceSchedule.Parse(p.GetValue(cfg), p.GetValue(guidance)!);
+            var solver = ditOptions.CreateSampler(p);
+            var schedule = ditOptions.CreateGuidance(p);
 
-            var (labelList, rows) = Labels(p.GetValue(classes), p.GetValue(labels), p.GetValue(n), dc.NumClasses, p.GetValue(seed));
+            var (labelList, rows) = Labels(p.GetValue(classes), p.GetValue(labels), p.GetValue(n), dc.NumClasses, p.GetValue(ditOptions.Seed));
             int count = labelList.Length;
             int h = dc.InputSize, w = dc.InputSize;
             Tensor? given = null;
@@ -75,24 +64,15 @@ internal static class SampleCommand
                 }
             }
 
-            LatentStatistics? norm = null;
-            if (!p.GetValue(noStats))
-            {
-                string statsPath = p.GetValue(stats) ?? modelPath;
-                try { norm = LatentStatistics.Load(statsPath); }
-                catch (SvgdException) when (p.GetValue(stats) == null)
-                {
-                    throw new SvgdException($"{modelPath}: holds no latent statistics; give --stats (e.g. the released dinov3_sp_stats.pt) or --no-stats");
-                }
-                if (norm.Channels != dc.InChannels) throw new SvgdException($"{statsPath}: statistics have {norm.Channels} channels, the model {dc.InChannels}");
-            }
+            using var norm = ditOptions.LoadStatistics(p, dc.InChannels);
             using var aeModel = decode ? ae.Load(p) : null;
             if (aeModel != null && aeModel.Config.LatentChannels != dc.InChannels)
                 throw new SvgdException($"the autoencoder makes {aeModel.Config.LatentChannels}-channel latents but the DiT models {dc.InChannels}");
 
             console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {count} samples, {Markup.Escape(solver.ToString())}, {Markup.Escape(schedule.ToString())}");
             int bs = Math.Max(1, p.GetValue(batch));
-            long seedValue = p.GetValue(seed);
+            long seedValue = p.GetValue(ditOptions.Seed);
+            var generator = new SvgGenerator(dit, solver, schedule, norm, aeModel) { GridH = h, GridW = w };
             var latents = new List<Tensor>();
             var images = new List<Tensor>();
             var sw = System.Diagnostics.Stopwatch.StartNew();
@@ -104,22 +84,13 @@ internal static class SampleCommand
                     for (int s = 0; s < count; s += bs)
                     {
                         using var scope = torch.NewDisposeScope();
-                        using var _ = torch.inference_mode();
                         int m = Math.Min(bs, count - s);
-                        var z = given is not null ? given.narrow(0, s, m) : torch.stack(Enumerable.Range(s, m).Select(i =>
-                        {
-                            using var g = new Generator((ulong)((seedValue * 1_000_003L + i) & long.MaxValue));
-                            return Sampler.Noise(new long[] { (long)h * w, dc.InChannels }, g);
-                        }).ToArray());
-                        var cond = torch.tensor(labelList.Skip(s).Take(m).Select(l => (long)l).ToArray());
-                        var nul = torch.full(m, dit.NullLabel, dtype: ScalarType.Int64);
-                        var tokens = solver.Sample(dit, z, cond, nul, schedule, _ => task.Increment(m));
-                        var latent = DiT.TokensToLatent(tokens, h, w);
+                        var z = given is not null ? given.narrow(0, s, m) : torch.stack(Enumerable.Range(s, m).Select(i => generator.Noise(seedValue, i)).ToArray());
+                        var latent = generator.SampleLatents(z, labelList.Skip(s).Take(m).ToList(), _ => task.Increment(m));
                         latents.Add(latent.MoveToOuterDisposeScope());
                         if (aeModel != null)
                         {
-                            var x = aeModel.Decode(norm != null ? norm.Denormalize(latent) : latent).clamp(-1, 1);
-                            images.Add(x.MoveToOuterDisposeScope());
+                            images.Add(generator.Decode(latent).MoveToOuterDisposeScope());
                             task.Increment(m);
                         }
                     }
@@ -146,18 +117,9 @@ internal static class SampleCommand
                 if (p.GetValue(outDir) is string d2) console.MarkupLine($"wrote {count} PNGs under [bold]{Markup.Escape(d2)}[/]");
             }
             console.MarkupLine($"{count} samples in {secs:F1} s ({secs / count:F2} s per image)");
-            norm?.Dispose();
             return 0;
         }));
         return cmd;
-    }
-
-    static DiTConfig? ResolveDiT(ParseResult p, Option<string?> preset, Option<string?> config)
-    {
-        string? pr = p.GetValue(preset), cf = p.GetValue(config);
-        if (pr != null && cf != null) throw new SvgdException("give either --dit-preset or --dit-config, not both");
-        if (pr != null) return DiTPresets.Get(pr);
-        return cf != null ? Config.ConfigJson.Load<DiTConfig>(cf, "model").Validate(cf) : null;
     }
 
     /// <summary>Per-sample labels and the number of grid rows (one per class with --classes; 0 for a square grid).</summary>

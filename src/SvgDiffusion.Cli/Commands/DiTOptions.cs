@@ -1,0 +1,52 @@
+using System.CommandLine;
+using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Transport;
+
+namespace SvgDiffusion.Cli.Commands;
+
+/// <summary>The DiT and its sampler, shared by the commands that generate.</summary>
+internal sealed class DiTOptions
+{
+    public Option<string> Model { get; } = new("--model") { Description = "SVG diffusion transformer: the released .pt ({\"ema\": ...}), or a .safetensors written by svgd (its EMA weights).", Required = true };
+    public Option<string?> Preset { get; } = new("--dit-preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)} (default: the file's config, else inferred from its shapes)." };
+    public Option<string?> Config { get; } = new("--dit-config") { Description = "DiT architecture as JSON (the reference's names, e.g. its 'model' section)." };
+    public Option<string?> Stats { get; } = new("--stats") { Description = "Latent normalisation statistics (the released dinov3_sp_stats.pt, or from 'svgd latent-stats'); default: those stored in --model." };
+    public Option<bool> NoStats { get; } = new("--no-stats") { Description = "Sample directly in the model's space: no de-normalisation before decoding." };
+    public Option<int> Steps { get; } = new("--steps") { Description = "Solver steps (SVG works in as few as 5).", DefaultValueFactory = _ => 25 };
+    public Option<double> Cfg { get; } = new("--cfg") { Description = "Classifier-free guidance scale (1: none).", DefaultValueFactory = _ => 1.5 };
+    public Option<string> Guidance { get; } = new("--guidance") { Description = "Guidance schedule: constant, late, linear, early-<t>, cfg_star-<k>-<r> (the first k steps move with -r * v_uncond).", DefaultValueFactory = _ => "constant" };
+    public Option<double> Shift { get; } = new("--shift") { Description = "Timestep shift of the sampling schedule (reference: 0.15).", DefaultValueFactory = _ => Sampler.DefaultShift };
+    public Option<string> Solver { get; } = new("--sampler") { Description = "ODE solver: euler or heun.", DefaultValueFactory = _ => "euler" };
+    public Option<long> Seed { get; } = new("--seed") { Description = "Seed; sample i's noise (and random label) depends on (seed, i) only.", DefaultValueFactory = _ => 0 };
+
+    public IEnumerable<Option> All => new Option[] { Model, Preset, Config, Stats, NoStats, Steps, Cfg, Guidance, Shift, Solver, Seed };
+
+    public DiT LoadModel(ParseResult p)
+    {
+        string? pr = p.GetValue(Preset), cf = p.GetValue(Config);
+        if (pr != null && cf != null) throw new SvgdException("give either --dit-preset or --dit-config, not both");
+        DiTConfig? config = pr != null ? DiTPresets.Get(pr) : cf != null ? SvgDiffusion.Config.ConfigJson.Load<DiTConfig>(cf, "model").Validate(cf) : null;
+        var dit = DiTCheckpoint.Load(p.GetValue(Model)!, config);
+        dit.eval();
+        return dit;
+    }
+
+    public Sampler CreateSampler(ParseResult p) => Sampler.Create(p.GetValue(Solver)!, p.GetValue(Steps), p.GetValue(Shift));
+    public GuidanceSchedule CreateGuidance(ParseResult p) => GuidanceSchedule.Parse(p.GetValue(Cfg), p.GetValue(Guidance)!);
+
+    public LatentStatistics? LoadStatistics(ParseResult p, int channels)
+    {
+        if (p.GetValue(NoStats)) return null;
+        string modelPath = p.GetValue(Model)!;
+        string path = p.GetValue(Stats) ?? modelPath;
+        LatentStatistics stats;
+        try { stats = LatentStatistics.Load(path); }
+        catch (SvgdException) when (p.GetValue(Stats) == null)
+        {
+            throw new SvgdException($"{modelPath}: holds no latent statistics; give --stats (e.g. the released dinov3_sp_stats.pt) or --no-stats");
+        }
+        if (stats.Channels != channels) throw new SvgdException($"{path}: statistics have {stats.Channels} channels, the model {channels}");
+        return stats;
+    }
+}

@@ -1,0 +1,118 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Evaluation;
+using SvgDiffusion.Sampling;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class SampleEvalCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var dit = new DiTOptions();
+        var ae = new AutoencoderOptions();
+        var features = new FeatureNetworkOptions();
+        var n = new Option<int>("--n") { Description = "Number of samples (50,000 for numbers comparable with the literature).", DefaultValueFactory = _ => 50000 };
+        var labels = new Option<string>("--labels") { Description = "random: uniformly random labels (the ADM/SiT protocol); balanced: n/classes per class.", DefaultValueFactory = _ => "random" };
+        var output = new Option<string>("--out") { Description = "Statistics .npz (mu, sigma) of the samples' features; shards go to <out>.shards/ and make the run resumable.", Required = true };
+        var reference = new Option<string?>("--ref") { Description = "Reference statistics (.npz, e.g. VIRTUAL_imagenet256_labeled.npz) or image folder: report the distance at the end." };
+        var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
+        var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
+        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch };
+        foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            int total = p.GetValue(n), shardSize = Math.Max(1, p.GetValue(shard)), bs = Math.Max(1, p.GetValue(batch));
+            if (total < 2) throw new SvgdException("--n must be at least 2");
+            string mode = p.GetValue(labels)!.ToLowerInvariant();
+            if (mode is not ("random" or "balanced")) throw new SvgdException($"--labels must be random or balanced, not '{mode}'");
+            string outPath = p.GetValue(output)!, shardDir = outPath + ".shards";
+            Directory.CreateDirectory(shardDir);
+            using var model = dit.LoadModel(p);
+            using var stats = dit.LoadStatistics(p, model.Config.InChannels);
+            using var autoencoder = ae.Load(p);
+            using var net = features.Create(p);
+            var generator = new SvgGenerator(model, dit.CreateSampler(p), dit.CreateGuidance(p), stats, autoencoder);
+            long seed = p.GetValue(dit.Seed);
+            int classes = model.Config.NumClasses;
+            int Label(int i) => mode == "balanced" ? i % classes : generator.RandomLabel(seed, i);
+
+            // A shard records what produced it, so a resume with other settings is refused instead of mixed in.
+            string fingerprint = JsonSerializer.Serialize(new { model = p.GetValue(dit.Model), steps = p.GetValue(dit.Steps), cfg = p.GetValue(dit.Cfg), guidance = p.GetValue(dit.Guidance), sampler = p.GetValue(dit.Solver), shift = p.GetValue(dit.Shift), seed, mode, net = net.Label, shardSize });
+            int shards = (total + shardSize - 1) / shardSize;
+            var done = Enumerable.Range(0, shards).Where(k => File.Exists(ShardPath(shardDir, k))).ToHashSet();
+            foreach (int k in done)
+            {
+                var meta = SafeTensors.ReadHeader(ShardPath(shardDir, k)).Metadata;
+                if (!meta.TryGetValue("svgd.fingerprint", out var f) || f != fingerprint)
+                    throw new SvgdException($"{ShardPath(shardDir, k)}: made with other settings; use another --out or delete {shardDir}");
+            }
+            if (done.Count > 0) cli.Console.MarkupLine($"resuming: {done.Count} of {shards} shards already done");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            long sampled = 0;
+            ProgressBars.Run(cli.Console, $"sample-eval ({net.Label})", total, step =>
+            {
+                step(done.Sum(k => Math.Min(shardSize, total - k * shardSize)));
+                for (int k = 0; k < shards; k++)
+                {
+                    if (done.Contains(k)) continue;
+                    int start = k * shardSize, count = Math.Min(shardSize, total - start);
+                    using var moments = new FeatureMoments(net.Dim);
+                    var probs = new List<Tensor>();
+                    for (int s = start; s < start + count; s += bs)
+                    {
+                        using var scope = torch.NewDisposeScope();
+                        int m = Math.Min(bs, start + count - s);
+                        var noise = torch.stack(Enumerable.Range(s, m).Select(i => generator.Noise(seed, i)).ToArray());
+                        var latents = generator.SampleLatents(noise, Enumerable.Range(s, m).Select(Label).ToList());
+                        var images01 = (generator.Decode(latents) + 1) / 2;
+                        var f = net.Features(images01);
+                        moments.Add(f);
+                        if (net.Logits(f) is Tensor logits) probs.Add(nn.functional.softmax(logits.to(ScalarType.Float64), 1).to(ScalarType.Float32).MoveToOuterDisposeScope());
+                        step(m);
+                        sampled += m;
+                    }
+                    var tensors = new Dictionary<string, Tensor> { ["sum"] = moments.Sum, ["outer_sum"] = moments.OuterSum, ["count"] = torch.tensor(new[] { moments.Count }) };
+                    if (probs.Count > 0) tensors["probs"] = torch.cat(probs, 0);
+                    SafeTensors.Save(ShardPath(shardDir, k), tensors, new Dictionary<string, string> { ["svgd.fingerprint"] = fingerprint });
+                    foreach (var t in probs) t.Dispose();
+                }
+            });
+            if (sampled > 0) cli.Console.MarkupLine($"{sampled} samples in {sw.Elapsed.TotalSeconds:F0} s ({sampled / sw.Elapsed.TotalSeconds:F2} samples/s)");
+
+            using var all = new FeatureMoments(net.Dim);
+            var allProbs = new List<Tensor>();
+            for (int k = 0; k < shards; k++)
+            {
+                using var part = FeatureMoments.Load(ShardPath(shardDir, k));
+                all.Merge(part);
+                var t = SafeTensors.Load(ShardPath(shardDir, k));
+                if (t.TryGetValue("probs", out var pr)) allProbs.Add(pr);
+            }
+            using var result = all.ToStatistics(cli.Warn, outPath);
+            result.Save(outPath);
+            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(outPath)}[/] ({all.Count} samples, {net.Label} features)");
+            if (allProbs.Count > 0)
+            {
+                using var probsAll = torch.cat(allProbs, 0);
+                var isc = InceptionScore.FromProbabilities(probsAll);
+                cli.Console.MarkupLine($"[bold]Inception Score[/]: {isc.Mean:F2} ± {isc.Std:F2}");
+            }
+            if (p.GetValue(reference) is string refPath)
+            {
+                using var refStats = refPath.EndsWith(".npz", StringComparison.OrdinalIgnoreCase) ? FidStatistics.Load(refPath)
+                    : FeatureNetworkOptions.FolderMoments(net, refPath, bs).ToStatistics(cli.Warn, refPath);
+                double d = FrechetDistance.Compute(result, refStats, warn: cli.Warn);
+                cli.Console.MarkupLine($"[bold]{net.Label}[/] vs {Markup.Escape(refPath)}: {d:F4}");
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static string ShardPath(string dir, int k) => Path.Combine(dir, $"shard-{k:D5}.safetensors");
+}

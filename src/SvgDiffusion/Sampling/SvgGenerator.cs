@@ -1,0 +1,57 @@
+using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Transport;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Sampling;
+
+/// <summary>
+/// The generation pipeline: noise -> DiT + solver (with guidance) -> de-normalised SVG latent -> decoder.
+/// Sample i's noise depends only on (seed, i), so any subset of a run can be regenerated at any batch size.
+/// </summary>
+public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule guidance, LatentStatistics? statistics = null, SvgAutoencoder? autoencoder = null)
+{
+    public DiT Model => model;
+    public Sampler Sampler => sampler;
+    public GuidanceSchedule Guidance => guidance;
+    public SvgAutoencoder? Autoencoder => autoencoder;
+    public int GridH { get; init; } = model.Config.InputSize;
+    public int GridW { get; init; } = model.Config.InputSize;
+
+    /// <summary>Noise tokens [T, C] of sample <paramref name="index"/>.</summary>
+    public Tensor Noise(long seed, long index)
+    {
+        using var g = new Generator((ulong)((seed * 1_000_003L + index) & long.MaxValue));
+        return Sampler.Noise(new long[] { (long)GridH * GridW, model.Config.InChannels }, g);
+    }
+
+    /// <summary>Label of sample <paramref name="index"/> when labels are drawn uniformly at random.</summary>
+    public int RandomLabel(long seed, long index)
+    {
+        using var g = new Generator((ulong)((seed * 7_368_787L + index * 31L + 17L) & long.MaxValue));
+        using var r = torch.randint(0, model.Config.NumClasses, new long[] { 1 }, generator: g);
+        return (int)r.item<long>();
+    }
+
+    /// <summary>Latents [B, C, h, w] in the model's (normalised) space from noise tokens [B, T, C].</summary>
+    public Tensor SampleLatents(Tensor noise, IReadOnlyList<int> labels, Action<int>? onStep = null)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.inference_mode();
+        var cond = torch.tensor(labels.Select(l => (long)l).ToArray());
+        var nul = torch.full(labels.Count, model.NullLabel, dtype: ScalarType.Int64);
+        var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep);
+        return DiT.TokensToLatent(tokens, GridH, GridW).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Images in [-1, 1] from latents in the model's space (de-normalised first when statistics are set).</summary>
+    public Tensor Decode(Tensor latents)
+    {
+        if (autoencoder == null) throw new SvgdException("decoding needs an autoencoder");
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.inference_mode();
+        var z = statistics != null ? statistics.Denormalize(latents) : latents;
+        return autoencoder.Decode(z).clamp(-1, 1).MoveToOuterDisposeScope();
+    }
+}
