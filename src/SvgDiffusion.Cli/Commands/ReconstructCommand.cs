@@ -20,8 +20,12 @@ internal static class ReconstructCommand
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per pass.", DefaultValueFactory = _ => 8 };
         var max = new Option<int>("--grid-max") { Description = "Most image pairs shown in the grid.", DefaultValueFactory = _ => 32 };
-        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM per image and on average.") { images, output, alignment, batch, max };
-        foreach (var o in ae.All) cmd.Options.Add(o);
+        var metrics = new Option<bool>("--metrics") { Description = "Also LPIPS (needs --lpips/--vgg) and rFID between originals and reconstructions (needs --inception, or --feature-network for FD-<network>)." };
+        var lpipsLin = new Option<string?>("--lpips") { Description = "LPIPS linear-layer weights (the LPIPS release's vgg.pth)." };
+        var vgg = new Option<string?>("--vgg") { Description = "torchvision VGG-16 weights for LPIPS, unless --lpips holds them." };
+        var features = new FeatureNetworkOptions();
+        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM (and with --metrics LPIPS and rFID) per image and on average.") { images, output, alignment, batch, max, metrics, lpipsLin, vgg };
+        foreach (var o in ae.All.Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             using var model = ae.Load(p);
@@ -30,6 +34,15 @@ internal static class ReconstructCommand
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
             string outDir = p.GetValue(output)!;
             Directory.CreateDirectory(outDir);
+            bool extra = p.GetValue(metrics);
+            using var lpips = extra && p.GetValue(lpipsLin) is string lin ? Models.Losses.Lpips.Load(lin, p.GetValue(vgg)) : null;
+            bool wantFd = extra && (p.GetValue(features.Inception) != null || p.GetValue(features.Network) != null);
+            using var net = wantFd ? features.Create(p) : null;
+            if (extra && lpips == null) cli.Warn("no LPIPS weights (--lpips/--vgg): LPIPS not reported");
+            if (extra && net == null) cli.Warn("no feature network (--inception or --feature-network): rFID not reported");
+            using var realMoments = net != null ? new FeatureMoments(net.Dim) : null;
+            using var recMoments = net != null ? new FeatureMoments(net.Dim) : null;
+            var lp = new List<double>();
             var psnr = new List<double>();
             var ssim = new List<double>();
             var pairs = new List<Tensor>();
@@ -47,6 +60,8 @@ internal static class ReconstructCommand
                     var r01 = (rec + 1) / 2;
                     psnr.AddRange(ImageMetrics.Psnr(x01, r01).data<double>().ToArray());
                     ssim.AddRange(ImageMetrics.Ssim(x01, r01).data<double>().ToArray());
+                    if (lpips != null) lp.AddRange(lpips.Forward(x, rec).to(ScalarType.Float64).data<double>().ToArray());
+                    if (net != null) { realMoments!.Add(net.Features(x01)); recMoments!.Add(net.Features(r01)); }
                     for (int i = 0; i < n && pairs.Count < 2 * gridMax; i++)
                     {
                         pairs.Add(x[i].MoveToOuterDisposeScope());
@@ -64,7 +79,17 @@ internal static class ReconstructCommand
             if (rows.Count > 50) table.AddRow($"... {rows.Count - 50} more", "", "");
             table.AddRow("[bold]mean[/]", $"[bold]{psnr.Average():F2}[/]", $"[bold]{ssim.Average():F4}[/]");
             cli.Console.Write(table);
-            string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), images = rows }, new JsonSerializerOptions { WriteIndented = true });
+            double? meanLpips = lp.Count > 0 ? lp.Average() : null;
+            double? rfid = null;
+            if (net != null)
+            {
+                using var realStats = realMoments!.ToStatistics(cli.Warn, "originals");
+                using var recStats = recMoments!.ToStatistics(cli.Warn, "reconstructions");
+                rfid = FrechetDistance.Compute(realStats, recStats, warn: cli.Warn);
+            }
+            if (meanLpips is double l) cli.Console.MarkupLine($"[bold]LPIPS[/]: {l:F4}");
+            if (rfid is double fd) cli.Console.MarkupLine($"[bold]r{net!.Label}[/]: {fd:F4}");
+            string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), lpips = meanLpips, rfid, rfid_label = net?.Label, images = rows }, new JsonSerializerOptions { WriteIndented = true });
             AtomicFile.Write(Path.Combine(outDir, "metrics.json"), fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(json)));
             cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(Path.Combine(outDir, "grid.png"))}[/] and metrics.json");
             return 0;
