@@ -1,0 +1,49 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Evaluation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class BenchCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var batch = new Option<int>("--batch-size") { Description = "Batch of the encoder, decoder, small-DiT and sampling rows (SVG-XL runs batch 1).", DefaultValueFactory = _ => 8 };
+        var dtypes = new Option<string>("--dtype") { Description = "Precisions to measure: fp32, bf16 or fp32,bf16.", DefaultValueFactory = _ => "fp32,bf16" };
+        var dit = new Option<string>("--dit-preset") { Description = "DiT for the small forward, training and sampling rows.", DefaultValueFactory = _ => "svg-s" };
+        var noXl = new Option<bool>("--no-xl") { Description = "Skip the SVG-XL forward rows." };
+        var steps = new Option<string>("--steps") { Description = "Sampling step counts to time.", DefaultValueFactory = _ => "1,5,25" };
+        var repeats = new Option<int>("--repeats") { Description = "Timed repetitions per row (median reported).", DefaultValueFactory = _ => 3 };
+        var json = new Option<string>("--json") { Description = "Where to write the results as JSON.", DefaultValueFactory = _ => "bench.json" };
+        var cmd = new Command("bench", "Measure throughput of encoder, decoder, DiT forward, training step and full sampling, in fp32 and bf16, against this machine's matmul peak.") { batch, dtypes, dit, noXl, steps, repeats, json };
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            var opts = new BenchmarkOptions
+            {
+                Batch = Math.Max(1, p.GetValue(batch)),
+                Dtypes = p.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(FeaturesCommand.ParseDtype).Distinct().ToArray(),
+                SmallDiT = p.GetValue(dit)!,
+                IncludeXl = !p.GetValue(noXl),
+                SamplingSteps = p.GetValue(steps)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.TryParse(s, out int v) && v > 0 ? v : throw new SvgdException($"--steps: '{s}' is not a positive integer")).ToArray(),
+                Repeats = Math.Max(1, p.GetValue(repeats)),
+            };
+            cli.Console.MarkupLine($"threads: {torch.get_num_threads()}");
+            var (p32, p16, rows) = Benchmarks.Run(opts, m => cli.Console.MarkupLine(Markup.Escape(m)));
+            var table = new Table().Border(TableBorder.Simple).Title($"peak fp32 {p32:F0} GFLOP/s, bf16 {p16:F0} GFLOP/s");
+            foreach (var c in new[] { "stage", "dtype", "batch", "items/s", "ms/item", "GFLOP/item", "GFLOP/s", "of fp32 peak", "of dtype peak" }) table.AddColumn(c);
+            foreach (var r in rows)
+                table.AddRow(Markup.Escape(r.Name), r.Dtype, r.Batch.ToString(), r.ItemsPerSecond.ToString("F2"), (1000 / r.ItemsPerSecond).ToString("F1"),
+                    r.GflopPerItem.ToString("F1"), r.Gflops.ToString("F1"), r.FractionOfFp32Peak.ToString("P1"), r.FractionOfDtypePeak.ToString("P1"));
+            cli.Console.Write(table);
+            string text = JsonSerializer.Serialize(new { threads = torch.get_num_threads(), peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, new JsonSerializerOptions { WriteIndented = true });
+            AtomicFile.Write(p.GetValue(json)!, fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(text)));
+            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(p.GetValue(json)!)}[/]");
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,121 @@
+using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Models.Dinov3;
+using SvgDiffusion.Transport;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Evaluation;
+
+public sealed record BenchmarkOptions
+{
+    public int Batch { get; init; } = 8;
+    public IReadOnlyList<ScalarType> Dtypes { get; init; } = new[] { ScalarType.Float32, ScalarType.BFloat16 };
+    /// <summary>The small DiT used for training and sampling rows.</summary>
+    public string SmallDiT { get; init; } = "svg-s";
+    /// <summary>Include SVG-XL forward rows (about 350 GFLOP per sample).</summary>
+    public bool IncludeXl { get; init; } = true;
+    public IReadOnlyList<int> SamplingSteps { get; init; } = new[] { 1, 5, 25 };
+    public int Repeats { get; init; } = 3;
+}
+
+/// <summary>
+/// Throughput of every stage of SVG on random weights (speed does not depend on the values): encoder,
+/// decoder, DiT forward, DiT training step and full sampling, each as items/s and as a fraction of the
+/// measured matmul peak. Shared by <c>svgd bench</c> and the benchmark project.
+/// </summary>
+public static class Benchmarks
+{
+    public static (double PeakFp32, double PeakBf16, List<ThroughputResult> Rows) Run(BenchmarkOptions o, Action<string>? log = null)
+    {
+        double peak32 = Throughput.MatmulPeakGflops(ScalarType.Float32);
+        double peak16 = Throughput.MatmulPeakGflops(ScalarType.BFloat16);
+        log?.Invoke($"matmul 2048^3 peak: fp32 {peak32:F1} GFLOP/s, bf16 {peak16:F1} GFLOP/s");
+        var rows = new List<ThroughputResult>();
+        double Peak(ScalarType d) => d == ScalarType.BFloat16 ? peak16 : peak32;
+        void Add(ThroughputResult r) { rows.Add(r); log?.Invoke($"{r.Name} {r.Dtype}: {r.ItemsPerSecond:F2}/s ({r.FractionOfFp32Peak:P1} of fp32 peak)"); }
+        int b = o.Batch;
+        var small = DiTPresets.Get(o.SmallDiT);
+        int tokens = small.InputSize * small.InputSize;
+
+        foreach (var dtype in o.Dtypes)
+        {
+            torch.manual_seed(0);
+            // Encoder: DINOv3 ViT-S+/16 at 256x256.
+            var dcfg = Dinov3Presets.Get("vits16plus");
+            using (var enc = new DinoVisionTransformer(dcfg))
+            using (var x = torch.randn(b, 3, 256, 256).to(dtype))
+            {
+                enc.eval(); enc.to(dtype);
+                Add(Throughput.Measure("encoder DINOv3 ViT-S+/16 256px", dtype, b, Dinov3Flops.PerImage(dcfg, 256, 256) / 1e9, peak32, Peak(dtype),
+                    () => { using var _ = torch.inference_mode(); using var f = enc.Forward(x); }, 1, o.Repeats));
+            }
+            // Decoder of the released autoencoder: 16x16x392 -> 256x256.
+            var dec = SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16).Decoder;
+            using (var decoder = new Decoder(dec))
+            using (var z = torch.randn(b, dec.ZChannels, 16, 16).to(dtype))
+            {
+                decoder.eval(); decoder.to(dtype);
+                Add(Throughput.Measure("decoder 16x16x392 -> 256px", dtype, b, Flops.Decoder(dec) / 1e9, peak32, Peak(dtype),
+                    () => { using var _ = torch.inference_mode(); using var y = decoder.Forward(z); }, 1, o.Repeats));
+            }
+            // DiT forward.
+            var ditRuns = new List<(string Name, DiTConfig Cfg, int Batch)> { ($"DiT {o.SmallDiT} forward 16x16", small, b) };
+            if (o.IncludeXl) ditRuns.Add(("DiT svg-xl forward 16x16", DiTPresets.Get("svg-xl"), 1));
+            foreach (var (name, cfg, bb) in ditRuns)
+            {
+                using var dit = new DiT(cfg);
+                dit.eval(); dit.to(dtype);
+                using var x = torch.randn(bb, cfg.InputSize * cfg.InputSize, cfg.InChannels).to(dtype);
+                using var t = torch.rand(bb).to(dtype);
+                using var y = torch.zeros(bb, dtype: ScalarType.Int64);
+                Add(Throughput.Measure(name, dtype, bb, Flops.DiT(cfg, cfg.InputSize * cfg.InputSize) / 1e9, peak32, Peak(dtype),
+                    () => { using var _ = torch.inference_mode(); using var v = dit.Forward(x, t, y); }, 1, o.Repeats));
+            }
+        }
+
+        // Training step (fp32, as the reference trains): forward + backward + AdamW, about 3x the forward FLOPs.
+        using (var dit = new DiT(small))
+        {
+            dit.train();
+            using var opt = torch.optim.AdamW(dit.parameters(), 1e-4, 0.9, 0.999, 0);
+            var flow = new RectifiedFlow();
+            using var x1 = torch.randn(b, tokens, small.InChannels);
+            using var y = torch.zeros(b, dtype: ScalarType.Int64);
+            Add(Throughput.Measure($"DiT {o.SmallDiT} training step", ScalarType.Float32, b, 3 * Flops.DiT(small, tokens) / 1e9, peak32, peak32, () =>
+            {
+                using var scope = torch.NewDisposeScope();
+                opt.zero_grad();
+                using var l = flow.RandomLoss(dit, x1, y);
+                l.Loss.backward();
+                opt.step();
+            }, 1, o.Repeats));
+        }
+
+        // Full sampling per image: DiT with CFG (two forwards a step, batched) + decoder.
+        foreach (var dtype in o.Dtypes)
+        {
+            var dec = SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16).Decoder;
+            using var dit = new DiT(small);
+            using var decoder = new Decoder(dec);
+            dit.eval(); dit.to(dtype); decoder.eval(); decoder.to(dtype);
+            using var z = torch.randn(b, tokens, small.InChannels).to(dtype);
+            using var cond = torch.zeros(b, dtype: ScalarType.Int64);
+            using var nul = torch.full(b, small.NumClasses, dtype: ScalarType.Int64);
+            foreach (int steps in o.SamplingSteps)
+            {
+                var sampler = Sampler.Create("euler", steps);
+                var guidance = GuidanceSchedule.Constant(1.5);
+                double gflop = (steps * 2 * Flops.DiT(small, tokens) + Flops.Decoder(dec)) / 1e9;
+                Add(Throughput.Measure($"sample {o.SmallDiT} {steps} step(s) + decode", dtype, b, gflop, peak32, Peak(dtype), () =>
+                {
+                    using var _ = torch.inference_mode();
+                    using var tok = sampler.Sample(dit, z, cond, nul, guidance);
+                    using var lat = DiT.TokensToLatent(tok, small.InputSize, small.InputSize);
+                    using var img = decoder.Forward(lat);
+                }, 1, Math.Min(o.Repeats, steps >= 25 ? 1 : o.Repeats)));
+            }
+        }
+        return (peak32, peak16, rows);
+    }
+}
