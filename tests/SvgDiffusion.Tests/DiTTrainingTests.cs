@@ -99,6 +99,13 @@ public class DiTTrainingTests(FashionLatents data, ITestOutputHelper log) : ICla
             Assert.Equal(data.Images.Labels.Take(8).Select(l => (long)l), labels.data<long>().ToArray());
             var flipped = data.Autoencoder.Encode(SvgAutoencoder.ToEncoderInput(images.narrow(0, 0, 1).flip(3)));
             Reference.Close(flipped.narrow(1, 0, 64), cache.Batch(new[] { 1 }).Latents.narrow(1, 0, 64), 1e-4, "semantic half of a flipped latent");
+
+            // Over the memory budget, rows are read from the files: the same values, in the order asked.
+            using var fromFiles = LatentCache.Open(dir, memoryBudgetBytes: 0);
+            Assert.False(fromFiles.InMemory);
+            var order = new[] { 79, 3, 40, 3, 17 };
+            Assert.True(Reference.Same(cache.Batch(order).Latents, fromFiles.Batch(order).Latents), "row reads equal whole-shard reads");
+            Assert.Throws<SvgdException>(() => cache.Batch(new[] { 80 }));
         }
 
         string Shard(int s) => Path.Combine(dir, $"shard-{s:D5}.safetensors");
