@@ -20,18 +20,19 @@ public sealed class LatentStatistics : IDisposable
 
     public LatentStatistics(Tensor mean, Tensor std)
     {
-        // Owned by this object, whatever dispose scope it was created in.
-        Mean = mean.to(ScalarType.Float32).reshape(1, 1, -1).clone().DetachFromDisposeScope();
-        Std = std.to(ScalarType.Float32).reshape(1, 1, -1).clone().DetachFromDisposeScope();
+        // Owned (and disposed) by this object, whatever dispose scope it is created in.
+        Mean = mean.to(ScalarType.Float32).reshape(1, 1, -1).DetachFromDisposeScope();
+        Std = std.to(ScalarType.Float32).reshape(1, 1, -1).DetachFromDisposeScope();
         if (Mean.shape[2] != Std.shape[2]) throw new SvgdException($"latent statistics: mean has {Mean.shape[2]} channels, std {Std.shape[2]}");
     }
 
-    /// <summary>Reads the released .pt or our safetensors (the same two keys; any key pair ending in _mean/_std also works).</summary>
+    /// <summary>Reads the released .pt or our safetensors (the same two keys; any key pair ending in _mean/_std, or a diffusion training checkpoint's stats.mean/stats.std, also works).</summary>
     public static LatentStatistics Load(string path)
     {
         var sd = Checkpoint.Open(path).StateDict();
-        string? m = sd.ContainsKey(MeanKey) ? MeanKey : sd.Keys.FirstOrDefault(k => k.EndsWith("_mean") || k == "mean");
-        string? s = sd.ContainsKey(StdKey) ? StdKey : sd.Keys.FirstOrDefault(k => k.EndsWith("_std") || k == "std");
+        // "stats.mean"/"stats.std": the statistics saved in a diffusion training checkpoint.
+        string? m = sd.ContainsKey(MeanKey) ? MeanKey : sd.Keys.FirstOrDefault(k => k.EndsWith("_mean") || k == "mean" || k == "stats.mean");
+        string? s = sd.ContainsKey(StdKey) ? StdKey : sd.Keys.FirstOrDefault(k => k.EndsWith("_std") || k == "std" || k == "stats.std");
         if (m == null || s == null)
             throw new SvgdException($"{path}: not a latent statistics file: needs '{MeanKey}' and '{StdKey}' (found: {string.Join(", ", sd.Keys.Take(6))})");
         var stats = new LatentStatistics(sd[m], sd[s]);
@@ -57,8 +58,10 @@ public sealed class LatentStatistics : IDisposable
             var x = latents.to(ScalarType.Float64);
             var tokens = channelsFirst ? x.flatten(2).transpose(1, 2) : x;       // [B, T, C]
             var flat = tokens.reshape(-1, tokens.shape[^1]);
-            var s = flat.sum(new long[] { 0 });   // not sum(0): a literal 0 binds to the ScalarType overload
+            // An explicit dimension list: a bare 0 binds to the sum(ScalarType) overload and sums everything.
+            var s = flat.sum(new long[] { 0 });
             var sq = (flat * flat).sum(new long[] { 0 });
+            // Owned by the accumulator, not by any dispose scope of the caller's loop.
             _sum = _sum is null ? s.DetachFromDisposeScope() : _sum.add_(s);
             _sumSq = _sumSq is null ? sq.DetachFromDisposeScope() : _sumSq.add_(sq);
             _count += flat.shape[0];

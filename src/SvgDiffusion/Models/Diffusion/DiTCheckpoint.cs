@@ -9,22 +9,47 @@ namespace SvgDiffusion.Models.Diffusion;
 /// <summary>
 /// Loads and saves SVG diffusion transformers: released <c>{"ema": state_dict}</c> files, training
 /// checkpoints (<c>{"model", "ema", "opt", ...}</c>, EMA preferred), flat state dicts, and this port's
-/// safetensors (config in the header).
+/// safetensors (config in the header), including its training checkpoints (<c>ema.*</c> and <c>model.*</c>
+/// keys in one file, EMA preferred).
 /// </summary>
 public static class DiTCheckpoint
 {
     public const string ConfigMetadataKey = "svgd.dit_config";
 
+    /// <summary>Key prefixes of this port's training checkpoints (<c>ema.*</c>, <c>model.*</c> in one flat safetensors), EMA first.</summary>
+    public static readonly string[] PrefixSections = { "ema", "model" };
+
     /// <param name="config">Architecture; when null, the config saved in the file, else inferred from the tensor shapes.</param>
-    /// <param name="section">Sub-dictionary to read (<c>ema</c>, <c>model</c>, ...); null picks EMA weights when present.</param>
+    /// <param name="section">Sub-dictionary to read (<c>ema</c>, <c>model</c>, ...); null picks EMA weights when present.
+    /// In a flat safetensors (a training checkpoint of this port) it is a key prefix.</param>
     public static DiT Load(string path, DiTConfig? config = null, string? section = null)
     {
         var ckpt = Checkpoint.Open(path);
-        var sd = ckpt.StateDict(section);
+        var sd = ckpt.Format == CheckpointFormat.SafeTensors ? FlatSection(ckpt, section) : ckpt.StateDict(section);
         // Weights saved from a DistributedDataParallel wrapper carry its attribute name.
         if (sd.Count > 0 && sd.Keys.All(k => k.StartsWith("module.", StringComparison.Ordinal)))
             sd = sd.ToDictionary(kv => kv.Key["module.".Length..], kv => kv.Value);
         return FromStateDict(sd, path, config ?? ConfigFromMetadata(ckpt));
+    }
+
+    /// <summary>
+    /// The weights of a flat safetensors: keys under <c>section.</c> when a section is named, else under the
+    /// first of <see cref="PrefixSections"/> that holds a DiT (when the file has no unprefixed one), else all keys.
+    /// </summary>
+    static Dictionary<string, Tensor> FlatSection(Checkpoint ckpt, string? section)
+    {
+        var all = ckpt.StateDict();
+        string? prefix = section is { Length: > 0 } ? section.TrimEnd('.') + "."
+            : all.ContainsKey("ln1.weight") ? null
+            : PrefixSections.Select(p => p + ".").FirstOrDefault(p => all.ContainsKey(p + "ln1.weight"));
+        if (prefix == null) return all;
+        var sub = all.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);
+        if (sub.Count == 0)
+        {
+            var prefixes = all.Keys.Where(k => k.Contains('.')).Select(k => k[..k.IndexOf('.')]).Distinct().Take(8);
+            throw new SvgdException($"{ckpt.Path}: no tensors under '{prefix}' (key prefixes: {string.Join(", ", prefixes)})");
+        }
+        return sub;
     }
 
     public static DiT FromStateDict(IReadOnlyDictionary<string, Tensor> sd, string source, DiTConfig? config = null)

@@ -1,0 +1,252 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Models.Autoencoder;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Data;
+
+/// <summary>How <see cref="LatentCacheWriter"/> encodes a folder.</summary>
+public sealed record LatentCacheOptions
+{
+    /// <summary>Also store each image's horizontal flip (right after the image), as diffusion training augments.</summary>
+    public bool Flip { get; init; }
+    /// <summary>Images per shard (each gives one latent, two with <see cref="Flip"/>).</summary>
+    public int ImagesPerShard { get; init; } = 512;
+    /// <summary>Images per encoder pass; with batch alignment this also decides each latent's statistics.</summary>
+    public int BatchSize { get; init; } = 16;
+    /// <summary>Store latents as bfloat16 (half the disk; they are read back as float32).</summary>
+    public bool BFloat16 { get; init; }
+    /// <summary>Recorded in the metadata only: where the autoencoder came from.</summary>
+    public string? AutoencoderPath { get; init; }
+    /// <summary>Replace a cache of other images, options or weights in the folder instead of failing.</summary>
+    public bool Overwrite { get; init; }
+
+    public LatentCacheOptions Validate()
+    {
+        if (ImagesPerShard <= 0) throw new SvgdException($"images per shard must be positive, got {ImagesPerShard}");
+        if (BatchSize <= 0) throw new SvgdException($"the encoding batch size must be positive, got {BatchSize}");
+        return this;
+    }
+}
+
+/// <summary>
+/// Encodes an image folder (centre crops at the autoencoder's size; labels from class sub-folders) into
+/// a <see cref="LatentCache"/>. Each shard is written atomically and carries a fingerprint of everything
+/// that decides its latents, so a rerun keeps the shards that are complete and encodes only the rest:
+/// an interrupted run resumes, and a deleted or damaged shard is re-created alone.
+/// </summary>
+public sealed class LatentCacheWriter
+{
+    static readonly System.Text.RegularExpressions.Regex ShardName = new(@"^shard-(\d{5,})\.safetensors$");
+
+    readonly SvgAutoencoder _model;
+    readonly ImageFolder _images;
+    readonly List<string> _relative;
+    readonly long[] _latentShape;
+
+    public string Directory { get; }
+    public LatentCacheOptions Options { get; }
+    public int ImageCount => _images.Count;
+    public int LatentsPerImage => Options.Flip ? 2 : 1;
+    /// <summary>Latents the finished cache holds.</summary>
+    public int Total => _images.Count * LatentsPerImage;
+    public int ShardCount => (_images.Count + Options.ImagesPerShard - 1) / Options.ImagesPerShard;
+    public string Fingerprint { get; }
+    /// <summary>Shards encoded by the last <see cref="Write"/>.</summary>
+    public int ShardsWritten { get; private set; }
+    /// <summary>Shards found complete and kept by the last <see cref="Write"/>.</summary>
+    public int ShardsSkipped { get; private set; }
+
+    public LatentCacheWriter(SvgAutoencoder model, ImageFolder images, string directory, LatentCacheOptions? options = null)
+    {
+        _model = model;
+        _images = images;
+        Directory = directory;
+        Options = (options ?? new LatentCacheOptions()).Validate();
+        if (images.Count == 0) throw new SvgdException($"{images.Root}: no images to encode");
+        bool folder = System.IO.Directory.Exists(images.Root);
+        _relative = images.Files.Select(f => folder ? Path.GetRelativePath(images.Root, f).Replace('\\', '/') : Path.GetFileName(f)).ToList();
+        int grid = model.Config.ResidualVit.GridSize;
+        _latentShape = new long[] { model.Config.LatentChannels, grid, grid };
+        Fingerprint = ComputeFingerprint();
+    }
+
+    string DtypeName => Options.BFloat16 ? "bfloat16" : "float32";
+    static string ShardFile(int s) => $"shard-{s:D5}.safetensors";
+
+    string ComputeFingerprint()
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var plan = new JsonObject
+        {
+            ["files"] = new JsonArray(_relative.Select(f => (JsonNode)f).ToArray()),
+            ["labels"] = new JsonArray(_images.Labels.Select(l => (JsonNode)l).ToArray()),
+            ["class_names"] = new JsonArray(_images.ClassNames.Select(c => (JsonNode)c).ToArray()),
+            ["flip"] = Options.Flip,
+            ["images_per_shard"] = Options.ImagesPerShard,
+            ["batch_size"] = Options.BatchSize,
+            ["dtype"] = DtypeName,
+            ["alignment"] = _model.Alignment.Mode.ToString().ToLowerInvariant(),
+            ["image_size"] = _model.Config.ResidualVit.ImageSize,
+            ["latent_shape"] = new JsonArray(_latentShape.Select(d => (JsonNode)d).ToArray()),
+        };
+        sha.AppendData(Encoding.UTF8.GetBytes(plan.ToJsonString()));
+        // The encoding weights: everything but the decoder (and any training-loss modules).
+        using var scope = torch.NewDisposeScope();
+        foreach (var (name, t) in _model.state_dict().OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            if (name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("loss.", StringComparison.Ordinal)) continue;
+            sha.AppendData(Encoding.UTF8.GetBytes($"{name}|{t.dtype}|{Checkpoint.Shape(t.shape)}"));
+            var c = t.detach().cpu().contiguous();
+            if (c.numel() > 0) sha.AppendData(c.bytes);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
+    /// <summary>Encodes the shards not yet complete, writes <c>index.json</c> and opens the cache.</summary>
+    /// <param name="progress">(latents done, total), after every encoder pass and every shard kept.</param>
+    public LatentCache Write(Action<long, long>? progress = null, CancellationToken cancel = default)
+    {
+        PrepareDirectory();
+        ShardsWritten = ShardsSkipped = 0;
+        _model.eval();
+        long done = 0;
+        var infos = new List<LatentCacheShardInfo>();
+        for (int s = 0; s < ShardCount; s++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            int firstImage = s * Options.ImagesPerShard;
+            int images = Math.Min(Options.ImagesPerShard, _images.Count - firstImage);
+            var info = new LatentCacheShardInfo { File = ShardFile(s), First = firstImage * LatentsPerImage, Count = images * LatentsPerImage };
+            infos.Add(info);
+            string path = Path.Combine(Directory, info.File);
+            if (IsComplete(path, s, info))
+            {
+                ShardsSkipped++;
+                done += info.Count;
+                progress?.Invoke(done, Total);
+                continue;
+            }
+            EncodeShard(path, s, firstImage, images, info, ref done, progress, cancel);
+            ShardsWritten++;
+        }
+        var index = new LatentCacheIndex
+        {
+            Count = Total, LatentShape = _latentShape, Dtype = DtypeName, ClassNames = _images.ClassNames.ToArray(), Flip = Options.Flip,
+            ImageCount = _images.Count, ImagesPerShard = Options.ImagesPerShard, ImageRoot = Path.GetFullPath(_images.Root),
+            Autoencoder = Options.AutoencoderPath, Alignment = _model.Alignment.Mode.ToString().ToLowerInvariant(),
+            Fingerprint = Fingerprint, Shards = infos,
+        };
+        byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(index, LatentCache.IndexJson));
+        AtomicFile.Write(Path.Combine(Directory, LatentCache.IndexFile), fs => fs.Write(json));
+        return LatentCache.Open(Directory);
+    }
+
+    /// <summary>Creates the folder, removes leftovers of interrupted writes, and refuses (or, with Overwrite, clears) another cache.</summary>
+    void PrepareDirectory()
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        foreach (var tmp in System.IO.Directory.EnumerateFiles(Directory, "*.tmp-*"))
+        {
+            string name = Path.GetFileName(tmp);
+            if (name.StartsWith("shard-", StringComparison.Ordinal) || name.StartsWith(LatentCache.IndexFile, StringComparison.Ordinal))
+                File.Delete(tmp);
+        }
+        var foreign = new List<string>();
+        string indexPath = Path.Combine(Directory, LatentCache.IndexFile);
+        if (File.Exists(indexPath))
+        {
+            string? fp = null;
+            try { fp = JsonNode.Parse(File.ReadAllText(indexPath))?["fingerprint"]?.GetValue<string>(); }
+            catch (Exception e) when (e is JsonException or InvalidOperationException) { }
+            if (fp != Fingerprint) foreign.Add(LatentCache.IndexFile);
+        }
+        foreach (var file in System.IO.Directory.EnumerateFiles(Directory, "shard-*.safetensors"))
+        {
+            var m = ShardName.Match(Path.GetFileName(file));
+            if (!m.Success) continue;
+            string? fp = null;
+            try { SafeTensors.ReadHeader(file).Metadata.TryGetValue(LatentCache.FingerprintKey, out fp); }
+            catch (SvgdException) { continue; }                     // damaged: re-encoded if it is ours, harmless otherwise
+            if (fp != Fingerprint) foreign.Add(Path.GetFileName(file));
+        }
+        if (foreign.Count == 0) return;
+        if (!Options.Overwrite)
+            throw new SvgdException($"{Directory}: holds a latent cache of other images, options or encoder weights ({string.Join(", ", foreign.Take(3))}{(foreign.Count > 3 ? ", ..." : "")}); use an empty folder or overwrite it");
+        foreach (var name in foreign) File.Delete(Path.Combine(Directory, name));
+    }
+
+    bool IsComplete(string path, int shard, LatentCacheShardInfo info)
+    {
+        if (!File.Exists(path)) return false;
+        try
+        {
+            var h = SafeTensors.ReadHeader(path);
+            var meta = h.Metadata;
+            if (!meta.TryGetValue(LatentCache.FingerprintKey, out var fp) || fp != Fingerprint) return false;
+            if (!meta.TryGetValue(LatentCache.ShardKey, out var sk) || sk != shard.ToString(CultureInfo.InvariantCulture)) return false;
+            var lat = h.Tensors.FirstOrDefault(t => t.Name == "latents");
+            var lab = h.Tensors.FirstOrDefault(t => t.Name == "labels");
+            return lat != null && lab != null
+                && lat.Shape.SequenceEqual(new long[] { info.Count }.Concat(_latentShape))
+                && lab.Shape.SequenceEqual(new long[] { info.Count });
+        }
+        catch (SvgdException)
+        {
+            return false;
+        }
+    }
+
+    void EncodeShard(string path, int shard, int firstImage, int images, LatentCacheShardInfo info, ref long done, Action<long, long>? progress, CancellationToken cancel)
+    {
+        using var scope = torch.NewDisposeScope();
+        var parts = new List<Tensor>();
+        int size = _model.Config.ResidualVit.ImageSize;
+        for (int b = 0; b < images; b += Options.BatchSize)
+        {
+            cancel.ThrowIfCancellationRequested();
+            using var batchScope = torch.NewDisposeScope();
+            var idx = Enumerable.Range(firstImage + b, Math.Min(Options.BatchSize, images - b)).ToList();
+            Tensor z;
+            using (torch.inference_mode())
+            {
+                var x = _images.CenterBatch(idx, size);
+                z = _model.Encode(SvgAutoencoder.ToEncoderInput(x));
+                if (!z.shape.Skip(1).SequenceEqual(_latentShape))
+                    throw new SvgdException($"the autoencoder gave latents {Checkpoint.Shape(z.shape)}, expected [B, {string.Join(", ", _latentShape)}]");
+                if (Options.Flip)
+                {
+                    // Encoded as a batch of its own, like the originals, then interleaved: image, its flip, next image, ...
+                    var zf = _model.Encode(SvgAutoencoder.ToEncoderInput(x.flip(3)));
+                    z = torch.stack(new[] { z, zf }, 1).reshape(new long[] { -1 }.Concat(_latentShape).ToArray());
+                }
+            }
+            parts.Add((Options.BFloat16 ? z.to(ScalarType.BFloat16) : z.clone()).MoveToOuterDisposeScope());
+            done += idx.Count * LatentsPerImage;
+            progress?.Invoke(done, Total);
+        }
+        var latents = torch.cat(parts);
+        var imageIdx = Enumerable.Range(firstImage, images).SelectMany(i => Enumerable.Repeat(i, LatentsPerImage)).ToList();
+        var labels = torch.tensor(imageIdx.Select(i => (long)_images.Labels[i]).ToArray(), dtype: ScalarType.Int64);
+        var flipped = imageIdx.Select((_, k) => Options.Flip && k % 2 == 1).ToList();
+        var meta = new Dictionary<string, string>
+        {
+            [LatentCache.KindKey] = LatentCache.ShardKind,
+            [LatentCache.FingerprintKey] = Fingerprint,
+            [LatentCache.ShardKey] = shard.ToString(CultureInfo.InvariantCulture),
+            [LatentCache.FirstKey] = info.First.ToString(CultureInfo.InvariantCulture),
+            [LatentCache.ClassNamesKey] = new JsonArray(_images.ClassNames.Select(c => (JsonNode)c).ToArray()).ToJsonString(),
+            [LatentCache.FilesKey] = new JsonArray(imageIdx.Select(i => (JsonNode)_relative[i]).ToArray()).ToJsonString(),
+            [LatentCache.FlippedKey] = new JsonArray(flipped.Select(f => (JsonNode)f).ToArray()).ToJsonString(),
+            [LatentCache.AutoencoderKey] = Options.AutoencoderPath ?? "",
+            [LatentCache.AlignmentKey] = _model.Alignment.Mode.ToString().ToLowerInvariant(),
+            [LatentCache.ImageRootKey] = Path.GetFullPath(_images.Root),
+        };
+        SafeTensors.Save(path, new Dictionary<string, Tensor> { ["latents"] = latents, ["labels"] = labels }, meta);
+    }
+}

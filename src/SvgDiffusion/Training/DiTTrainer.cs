@@ -1,0 +1,384 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Config;
+using SvgDiffusion.Data;
+using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Transport;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Training;
+
+/// <summary>One optimisation step: the step count after it, the flow loss, and the gradient norm before clipping.</summary>
+public sealed record DiTStepResult(int Step, double Loss, double GradNorm);
+
+/// <summary>What a diffusion training checkpoint says about itself, read from its header alone.</summary>
+public sealed record DiTTrainingInfo(int Step, DiTConfig Model, DiTTrainingConfig Training, IReadOnlyList<string>? ClassNames, IReadOnlyList<long>? LatentShape);
+
+/// <summary>
+/// Trains an SVG diffusion transformer on normalised latents as the reference does: rectified flow with
+/// uniform times shifted by 0.4, label dropout (the DiT's class_dropout_prob) for classifier-free
+/// guidance, AdamW, and an EMA copy of the weights updated after every step (the weights to sample with).
+/// <para>Every random draw of step s (batch order, times, noise, dropped labels) is derived from
+/// (seed, s), so a run resumed from a checkpoint continues bit-for-bit like one never stopped.</para>
+/// </summary>
+public sealed class DiTTrainer : IDisposable
+{
+    public const string KindValue = "svg_dit_training";
+    const string KindKey = "svgd.kind", TrainingConfigKey = "svgd.dit_training_config", StepKey = "svgd.step";
+    const string ClassNamesKey = "svgd.class_names", LatentShapeKey = "svgd.latent_shape";
+    const string ModelPrefix = "model.", EmaPrefix = "ema.", OptimizerKey = "optimizer.dit";
+    public const string StatsMeanKey = "stats.mean", StatsStdKey = "stats.std";
+
+    // Streams of RunCheckpoint.StepGenerator.
+    const int FlowStream = 0, DropoutStream = 1, OrderStream = 99;
+
+    public DiT Model { get; }
+    /// <summary>The exponential moving average of <see cref="Model"/>'s weights; always in eval mode.</summary>
+    public DiT Ema { get; }
+    public DiTTrainingConfig Config { get; }
+    /// <summary>The normalisation of the latents the model is trained on (a copy owned by the trainer).</summary>
+    public LatentStatistics Statistics { get; }
+    public LatentCache? Cache { get; }
+    /// <summary>Size of the dataset batches are drawn from.</summary>
+    public int DatasetSize { get; }
+    public IReadOnlyList<string>? ClassNames { get; }
+    public int Step { get; private set; }
+
+    readonly Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> _batches;
+    readonly RectifiedFlow _flow;
+    readonly OptimizerHelper _opt;
+    readonly List<Parameter> _trainable;
+    readonly List<(Parameter Ema, Parameter Model)> _emaPairs;
+    bool _ownsModel;
+
+    /// <summary>Trains on a latent cache; <paramref name="statistics"/> default to the cache's own (computed here).</summary>
+    public DiTTrainer(DiT model, LatentCache cache, DiTTrainingConfig config, LatentStatistics? statistics = null)
+        : this(model, cache.Batch, cache.Count, config, statistics ?? cache.ComputeStatistics(), ownsStatistics: statistics == null, cache)
+    {
+        if (cache.Channels != model.Config.InChannels)
+            throw new SvgdException($"{cache.Directory}: latents have {cache.Channels} channels, the DiT takes in_channels {model.Config.InChannels}");
+        if (cache.LatentShape[1] != model.Config.InputSize || cache.LatentShape[2] != model.Config.InputSize)
+            throw new SvgdException($"{cache.Directory}: latents are {cache.LatentShape[1]}x{cache.LatentShape[2]}, the DiT's input_size is {model.Config.InputSize}");
+        if (cache.NumClasses > model.Config.NumClasses)
+            throw new SvgdException($"{cache.Directory}: {cache.NumClasses} classes, more than the DiT's num_classes {model.Config.NumClasses}");
+    }
+
+    /// <summary>Trains on latents produced on demand (e.g. encoded online): <paramref name="batches"/> maps dataset indices
+    /// to raw latents [B, C, h, w] and labels [B]; it must be deterministic for resumed runs to match.</summary>
+    public DiTTrainer(DiT model, Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> batches, int datasetSize, DiTTrainingConfig config, LatentStatistics statistics, IReadOnlyList<string>? classNames = null)
+        : this(model, batches, datasetSize, config, statistics, ownsStatistics: false, null, classNames)
+    {
+    }
+
+    DiTTrainer(DiT model, Func<IReadOnlyList<int>, (Tensor, Tensor)> batches, int datasetSize, DiTTrainingConfig config,
+        LatentStatistics statistics, bool ownsStatistics, LatentCache? cache, IReadOnlyList<string>? classNames = null)
+    {
+        Config = config.Validate();
+        if (datasetSize <= 0) throw new SvgdException("training needs at least one latent");
+        if (statistics.Channels != model.Config.InChannels)
+            throw new SvgdException($"latent statistics have {statistics.Channels} channels, the DiT takes in_channels {model.Config.InChannels}");
+        Model = model;
+        Cache = cache;
+        _batches = batches;
+        DatasetSize = datasetSize;
+        ClassNames = classNames ?? cache?.ClassNames;
+        Statistics = ownsStatistics ? statistics : new LatentStatistics(statistics.Mean.clone(), statistics.Std.clone());
+        _flow = new RectifiedFlow(config.TimestepShift);
+
+        Ema = new DiT(model.Config);
+        using (torch.no_grad())
+        {
+            var src = model.state_dict();
+            foreach (var (k, t) in Ema.state_dict()) t.copy_(src[k]);
+        }
+        foreach (var p in Ema.parameters()) p.requires_grad = false;
+        Ema.eval();
+        var emaParams = Ema.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        _emaPairs = model.named_parameters().Select(p => (emaParams[p.name], p.parameter)).ToList();
+
+        _trainable = model.parameters().Where(p => p.requires_grad).ToList();
+        _opt = torch.optim.AdamW(_trainable, lr: config.LearningRate, beta1: config.Beta1, beta2: config.Beta2, weight_decay: config.WeightDecay);
+    }
+
+    /// <summary>The dataset indices of step <paramref name="step"/>: consecutive slices of a per-epoch permutation.</summary>
+    public IReadOnlyList<int> BatchIndices(long step)
+    {
+        int n = DatasetSize, b = Config.BatchSize;
+        var result = new List<int>(b);
+        long epoch = -1;
+        long[]? perm = null;
+        for (long k = step * b; k < (step + 1) * b; k++)
+        {
+            long e = k / n;
+            if (e != epoch)
+            {
+                epoch = e;
+                using var g = RunCheckpoint.StepGenerator(Config.Seed, e, OrderStream);
+                using var p = torch.randperm(n, generator: g);
+                perm = p.data<long>().ToArray();
+            }
+            result.Add((int)perm![k % n]);
+        }
+        return result;
+    }
+
+    Device ModelDevice => _trainable.Count > 0 ? _trainable[0].device : torch.CPU;
+
+    /// <summary>Normalised latents and labels of the given dataset indices, on the model's device.</summary>
+    (Tensor X1, Tensor Labels) Fetch(IReadOnlyList<int> indices)
+    {
+        var (latents, labels) = _batches(indices);
+        if (latents.dim() != 4 || latents.shape[0] != indices.Count || labels.dim() != 1 || labels.shape[0] != indices.Count)
+            throw new SvgdException($"a training batch of {indices.Count} must be latents [B, C, h, w] and labels [B], got {Checkpoint.Shape(latents.shape)} and {Checkpoint.Shape(labels.shape)}");
+        var device = ModelDevice;
+        var x1 = Statistics.Normalize(latents.to(ScalarType.Float32, device));
+        return (x1, labels.to(ScalarType.Int64, device));
+    }
+
+    public DiTStepResult TrainStep()
+    {
+        using var scope = torch.NewDisposeScope();
+        Model.train();
+        var (x1, labels) = Fetch(BatchIndices(Step));
+        using var flowGen = RunCheckpoint.StepGenerator(Config.Seed, Step, FlowStream);
+        using var dropGen = RunCheckpoint.StepGenerator(Config.Seed, Step, DropoutStream);
+        using var loss = _flow.RandomLoss((x, t, y) => Model.Velocity(x, t, y, generator: dropGen), x1, labels, flowGen);
+        double lossValue = loss.Loss.item<float>();
+        if (!double.IsFinite(lossValue))
+            throw new SvgdException($"the training loss is {lossValue} at step {Step + 1}; lower the learning rate or enable gradient clipping");
+        _opt.zero_grad();
+        loss.Loss.backward();
+        double gradNorm = ClipGradients();
+        _opt.step();
+        UpdateEma();
+        Step++;
+        return new DiTStepResult(Step, lossValue, gradNorm);
+    }
+
+    /// <summary>Trains until <see cref="DiTTrainingConfig.Steps"/>, calling <paramref name="onStep"/> after each step.</summary>
+    /// <returns>The loss of every step taken.</returns>
+    public IReadOnlyList<double> Train(Action<DiTStepResult>? onStep = null, CancellationToken cancel = default)
+    {
+        var losses = new List<double>();
+        while (Step < Config.Steps)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var r = TrainStep();
+            losses.Add(r.Loss);
+            onStep?.Invoke(r);
+        }
+        return losses;
+    }
+
+    /// <summary>Global gradient norm (float64 sum of squares); scaled down to GradClip when it is larger, as clip_grad_norm_ does.</summary>
+    double ClipGradients()
+    {
+        using var scope = torch.NewDisposeScope();
+        var grads = _trainable.Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
+        if (grads.Count == 0) return 0;
+        var total = torch.zeros(Array.Empty<long>(), dtype: ScalarType.Float64, device: grads[0].device);
+        foreach (var g in grads) total += g.to(ScalarType.Float64).square().sum();
+        double norm = Math.Sqrt(total.item<double>());
+        if (Config.GradClip > 0)
+        {
+            double coef = Config.GradClip / (norm + 1e-6);
+            if (coef < 1)
+                using (torch.no_grad())
+                    foreach (var g in grads) g.mul_(coef);
+        }
+        return norm;
+    }
+
+    void UpdateEma()
+    {
+        double d = Config.EmaDecay;
+        using var _ = torch.no_grad();
+        foreach (var (ema, p) in _emaPairs) ema.mul_(d).add_(p, alpha: 1 - d);
+    }
+
+    /// <summary>
+    /// The flow loss on fixed noise and times (drawn from <paramref name="seed"/>), no label dropout:
+    /// comparable across steps, unlike the training loss. Uses the EMA weights when <paramref name="ema"/>.
+    /// </summary>
+    public double EvalLoss(IReadOnlyList<int> indices, long seed = 0, bool ema = false)
+    {
+        var model = ema ? Ema : Model;
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            using var gen = new Generator((ulong)(seed & long.MaxValue));
+            double sum = 0;
+            for (int s = 0; s < indices.Count; s += Config.BatchSize)
+            {
+                var chunk = indices.Skip(s).Take(Config.BatchSize).ToList();
+                var (x1, labels) = Fetch(chunk);
+                var t = torch.rand(x1.shape[0], generator: gen).to(x1.device);
+                var z0 = torch.randn(x1.shape, generator: gen).to(x1.device);
+                using var l = _flow.Loss(model, x1, z0, t, labels);
+                sum += l.Mse.sum().item<float>();
+            }
+            return sum / indices.Count;
+        }
+        finally
+        {
+            if (wasTraining) model.train();
+        }
+    }
+
+    /// <summary>
+    /// Samples latents with the EMA model for a preview grid: Euler (or Heun) over the shifted schedule,
+    /// classifier-free guidance when <paramref name="cfg"/> != 1, de-normalised so they decode directly.
+    /// </summary>
+    /// <returns>[B, C, h, w] latents on the CPU.</returns>
+    public Tensor Sample(IReadOnlyList<int> labels, int steps = 25, double cfg = 1.0, long seed = 0,
+        string guidanceMode = "constant", double shift = Sampler.DefaultShift, string method = "euler") =>
+        SampleLatents(Ema, Statistics, labels, steps, cfg, seed, guidanceMode, shift, method);
+
+    /// <summary>Samples de-normalised latents [B, C, input_size, input_size] from any DiT (see <see cref="Sample"/>).</summary>
+    public static Tensor SampleLatents(DiT model, LatentStatistics statistics, IReadOnlyList<int> labels, int steps = 25, double cfg = 1.0, long seed = 0,
+        string guidanceMode = "constant", double shift = Sampler.DefaultShift, string method = "euler")
+    {
+        if (labels.Count == 0) throw new SvgdException("sampling needs at least one label");
+        var c = model.Config;
+        if (labels.Any(l => l < 0 || l >= c.NumClasses)) throw new SvgdException($"sample labels must be in [0, {c.NumClasses - 1}]");
+        if (statistics.Channels != c.InChannels) throw new SvgdException($"latent statistics have {statistics.Channels} channels, the DiT takes {c.InChannels}");
+        var guidance = GuidanceSchedule.Parse(cfg, guidanceMode);
+        if (guidance.IsActive(true) && !c.HasNullClass)
+            throw new SvgdException("classifier-free guidance needs a model trained with label dropout (class_dropout_prob > 0); use cfg 1");
+        var sampler = Sampler.Create(method, steps, shift);
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            var device = model.parameters().First().device;
+            using var gen = new Generator((ulong)(seed & long.MaxValue));
+            var z = Sampler.Noise(new long[] { labels.Count, c.InChannels, c.InputSize, c.InputSize }, gen).to(device);
+            var y = torch.tensor(labels.Select(l => (long)l).ToArray(), dtype: ScalarType.Int64, device: device);
+            var nul = c.HasNullClass ? torch.full(labels.Count, model.NullLabel, dtype: ScalarType.Int64, device: device) : null;
+            var x = sampler.Sample(model, z, y, nul, guidance);
+            return statistics.Denormalize(x).cpu().MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            if (wasTraining) model.train();
+        }
+    }
+
+    /// <summary>Everything needed to continue, in one safetensors written atomically: <c>model.*</c>, <c>ema.*</c>,
+    /// the optimiser state, the latent statistics, the step and both configs. <see cref="DiTCheckpoint.Load"/> reads its EMA weights.</summary>
+    public void Save(string path)
+    {
+        using var scope = torch.NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (var (k, t) in RunCheckpoint.Prefixed(ModelPrefix, Model.state_dict())) tensors[k] = t;
+        foreach (var (k, t) in RunCheckpoint.Prefixed(EmaPrefix, Ema.state_dict())) tensors[k] = t;
+        tensors[OptimizerKey] = RunCheckpoint.OptimizerBlob(_opt);
+        tensors[StatsMeanKey] = Statistics.Mean;
+        tensors[StatsStdKey] = Statistics.Std;
+        var meta = new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            [KindKey] = KindValue,
+            [DiTCheckpoint.ConfigMetadataKey] = ConfigJson.Serialize(Model.Config),
+            [TrainingConfigKey] = ConfigJson.Serialize(Config),
+            [StepKey] = Step.ToString(CultureInfo.InvariantCulture),
+        };
+        if (ClassNames != null) meta[ClassNamesKey] = new JsonArray(ClassNames.Select(n => (JsonNode)n).ToArray()).ToJsonString();
+        if (Cache != null) meta[LatentShapeKey] = new JsonArray(Cache.LatentShape.Select(d => (JsonNode)d).ToArray()).ToJsonString();
+        SafeTensors.Save(path, tensors, meta);
+    }
+
+    static SafeTensors.Header TrainingHeader(string path)
+    {
+        var header = SafeTensors.ReadHeader(path);
+        if (!header.Metadata.TryGetValue(KindKey, out var kind) || kind != KindValue)
+            throw new SvgdException($"{path}: not a diffusion training checkpoint (no '{KindKey}: {KindValue}' metadata)");
+        foreach (var key in new[] { DiTCheckpoint.ConfigMetadataKey, TrainingConfigKey, StepKey })
+            if (!header.Metadata.ContainsKey(key)) throw new SvgdException($"{path}: training checkpoint metadata lacks '{key}'");
+        return header;
+    }
+
+    /// <summary>Step, configs, class names and latent shape of a training checkpoint, from its header.</summary>
+    public static DiTTrainingInfo ReadInfo(string path)
+    {
+        var meta = TrainingHeader(path).Metadata;
+        var model = ConfigJson.Parse<DiTConfig>(JsonNode.Parse(meta[DiTCheckpoint.ConfigMetadataKey]), $"{path} metadata").Validate(path);
+        var training = ConfigJson.Parse<DiTTrainingConfig>(JsonNode.Parse(meta[TrainingConfigKey]), $"{path} metadata");
+        if (!int.TryParse(meta[StepKey], NumberStyles.None, CultureInfo.InvariantCulture, out int step))
+            throw new SvgdException($"{path}: step '{meta[StepKey]}' is not a number");
+        var names = meta.TryGetValue(ClassNamesKey, out var n) ? JsonNode.Parse(n)!.AsArray().Select(x => x!.GetValue<string>()).ToList() : null;
+        var shape = meta.TryGetValue(LatentShapeKey, out var s) ? JsonNode.Parse(s)!.AsArray().Select(x => x!.GetValue<long>()).ToList() : null;
+        return new DiTTrainingInfo(step, model, training, names, shape);
+    }
+
+    /// <summary>The latent statistics a training checkpoint was trained with (to de-normalise its samples).</summary>
+    public static LatentStatistics ReadStatistics(string path)
+    {
+        var header = SafeTensors.ReadHeader(path);
+        if (!header.Tensors.Any(t => t.Name == StatsMeanKey) || !header.Tensors.Any(t => t.Name == StatsStdKey))
+            throw new SvgdException($"{path}: holds no latent statistics ('{StatsMeanKey}', '{StatsStdKey}'); is it a diffusion training checkpoint?");
+        var sd = SafeTensors.Load(path, new[] { StatsMeanKey, StatsStdKey });
+        return new LatentStatistics(sd[StatsMeanKey], sd[StatsStdKey]);
+    }
+
+    /// <summary>Continues a run saved by <see cref="Save"/> on the same cache; <paramref name="steps"/> overrides the total step count.
+    /// The trainer owns the model it rebuilds and disposes it with itself.</summary>
+    public static DiTTrainer Resume(string path, LatentCache cache, int? steps = null)
+    {
+        var (model, config, stats, sd) = ReadState(path, steps);
+        using (stats)
+        {
+            var trainer = new DiTTrainer(model, cache, config, stats) { _ownsModel = true };
+            trainer.Restore(path, sd);
+            return trainer;
+        }
+    }
+
+    /// <summary>Continues a run saved by <see cref="Save"/> with latents produced on demand.</summary>
+    public static DiTTrainer Resume(string path, Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> batches, int datasetSize, int? steps = null)
+    {
+        var (model, config, stats, sd) = ReadState(path, steps);
+        using (stats)
+        {
+            var trainer = new DiTTrainer(model, batches, datasetSize, config, stats, ReadInfo(path).ClassNames) { _ownsModel = true };
+            trainer.Restore(path, sd);
+            return trainer;
+        }
+    }
+
+    static (DiT, DiTTrainingConfig, LatentStatistics, Dictionary<string, Tensor>) ReadState(string path, int? steps)
+    {
+        var info = ReadInfo(path);
+        var config = steps is int s ? info.Training with { Steps = s } : info.Training;
+        var sd = SafeTensors.Load(path);
+        var model = new DiT(info.Model);
+        StateDictLoader.Load(model, RunCheckpoint.Section(sd, ModelPrefix), path + " (model.*)");
+        if (!sd.ContainsKey(StatsMeanKey) || !sd.ContainsKey(StatsStdKey)) throw new SvgdException($"{path}: training checkpoint lacks latent statistics");
+        return (model, config, new LatentStatistics(sd[StatsMeanKey], sd[StatsStdKey]), sd);
+    }
+
+    void Restore(string path, Dictionary<string, Tensor> sd)
+    {
+        StateDictLoader.Load(Ema, RunCheckpoint.Section(sd, EmaPrefix), path + " (ema.*)");
+        if (!sd.TryGetValue(OptimizerKey, out var blob)) throw new SvgdException($"{path}: training checkpoint lacks '{OptimizerKey}'");
+        RunCheckpoint.RestoreOptimizer(_opt, blob, path, OptimizerKey);
+        Step = ReadInfo(path).Step;
+    }
+
+    public void Dispose()
+    {
+        _opt.Dispose();
+        Ema.Dispose();
+        Statistics.Dispose();
+        if (_ownsModel) Model.Dispose();
+    }
+}
