@@ -19,6 +19,8 @@ public static class SvgdCli
         root.Subcommands.Add(CalibrateCommand.Create(cli));
         root.Subcommands.Add(LatentStatsCommand.Create(cli));
         root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
+        root.Subcommands.Add(CacheLatentsCommand.Create(cli));
+        root.Subcommands.Add(TrainCommand.Create(cli));
         root.Subcommands.Add(SampleCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
@@ -28,7 +30,13 @@ public static class SvgdCli
 
     public static int Run(string[] args, IAnsiConsole? console = null, TextWriter? errors = null)
     {
-        var cli = new CliContext(console ?? AnsiConsole.Console, errors ?? Console.Error);
+        if (console == null)
+        {
+            console = AnsiConsole.Console;
+            // Piped or logged output gets no terminal width: keep tables readable instead of 80 columns.
+            if (Console.IsOutputRedirected) console.Profile.Width = 160;
+        }
+        var cli = new CliContext(console, errors ?? Console.Error);
         SvgDiffusion.Runtime.TorchRuntime.EnsureInitialized();
         var root = Build(cli);
         var parse = root.Parse(args);

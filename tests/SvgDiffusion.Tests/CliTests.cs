@@ -217,4 +217,28 @@ public class CliTests
         Assert.Equal(1, noNet.Code);
         Assert.Contains("--inception", noNet.Err);
     }
+
+    [Fact]
+    public void CacheTrainResumeAndSampleFromTheCommandLine()
+    {
+        string dir = Reference.TempDir();
+        string ae = Reference.File_("svg_autoencoder.ckpt"), cfg = Reference.File_("svg_autoencoder.json");
+        string cache = Path.Combine(dir, "cache"), run = Path.Combine(dir, "run");
+        var c = Run("cache-latents", "--autoencoder", ae, "--config", cfg, "--images", AutoencoderTrainingTests.FashionMnist, "--out", cache, "--flip", "--shard-size", "32");
+        Assert.True(c.Code == 0, c.Err + c.Out);
+        Assert.Contains("80 latents", c.Out);
+        var t = Run("train", "--latents", cache, "--out", run, "--preset", "svg-tiny", "--steps", "4", "--batch-size", "4", "--checkpoint-every", "2",
+            "--sample-every", "0", "--autoencoder", ae, "--autoencoder-config", cfg, "--sample-steps", "2");
+        Assert.True(t.Code == 0, t.Err + t.Out);
+        Assert.True(File.Exists(Path.Combine(run, "samples", "step-000004.png")));
+        var r = Run("train", "--latents", cache, "--out", run, "--resume", Path.Combine(run, "last.safetensors"), "--steps", "6");
+        Assert.True(r.Code == 0, r.Err + r.Out);
+        Assert.Contains("resumed", r.Out);
+        Assert.Contains("step 6", r.Out);
+        var s = Run("sample", "--model", Path.Combine(run, "last.safetensors"), "--autoencoder", ae, "--config", cfg, "--classes", "0,9", "--n", "2",
+            "--steps", "3", "--out", Path.Combine(dir, "grid.png"), "--out-dir", Path.Combine(dir, "each"));
+        Assert.True(s.Code == 0, s.Err + s.Out);
+        Assert.True(File.Exists(Path.Combine(dir, "grid.png")));
+        Assert.Equal(4, Directory.GetFiles(Path.Combine(dir, "each"), "*.png").Length);
+    }
 }

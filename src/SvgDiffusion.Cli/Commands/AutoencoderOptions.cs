@@ -11,8 +11,15 @@ namespace SvgDiffusion.Cli.Commands;
 internal sealed class AutoencoderOptions
 {
     public Option<string> Autoencoder { get; } = new("--autoencoder") { Description = "SVG autoencoder checkpoint: the released Lightning .ckpt, or a .safetensors written by svgd.", Required = true };
-    public Option<string?> Preset { get; } = new("--preset") { Description = $"Autoencoder architecture: {string.Join(", ", SvgAutoencoderPresets.Names)} (default: the config saved in the file, else {SvgAutoencoderPresets.DinoV3ViTSPlus16})." };
-    public Option<string?> Config { get; } = new("--config") { Description = "JSON config with sections dino, residual_vit, decoder, alignment, mask_ratio (reference names; unknown keys ignored)." };
+    public Option<string?> Preset { get; }
+    public Option<string?> Config { get; }
+
+    /// <param name="prefix">Prefixes the architecture options where the command has its own --preset/--config (e.g. "autoencoder-").</param>
+    public AutoencoderOptions(string prefix = "")
+    {
+        Preset = new($"--{prefix}preset") { Description = $"Autoencoder architecture: {string.Join(", ", SvgAutoencoderPresets.Names)} (default: the config saved in the file, else {SvgAutoencoderPresets.DinoV3ViTSPlus16})." };
+        Config = new($"--{prefix}config") { Description = "Autoencoder JSON config with sections dino, residual_vit, decoder, alignment, mask_ratio (reference names; unknown keys ignored)." };
+    }
     public Option<string?> Encoder { get; } = new("--encoder") { Description = "Take the frozen DINOv3 from this file (official .pth or Hugging Face safetensors) instead of the autoencoder checkpoint." };
 
     public IEnumerable<Option> All => new Option[] { Autoencoder, Preset, Config, Encoder };

@@ -1,0 +1,120 @@
+using System.CommandLine;
+using Spectre.Console;
+using SvgDiffusion.Data;
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Training;
+using TorchSharp;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class TrainCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var latents = new Option<string>("--latents") { Description = "Latent cache folder from 'svgd cache-latents'.", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT) and samples/step-NNNNNN.png.", Required = true };
+        var preset = new Option<string?>("--preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)}. Its input_size, in_channels and num_classes are set from the cache." };
+        var config = new Option<string?>("--config") { Description = "DiT architecture as JSON (reference names; its 'model' section if present)." };
+        var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped." };
+        var stats = new Option<string?>("--stats") { Description = "Latent statistics to normalise with (default: computed from the cache)." };
+        var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 10000 };
+        var batch = new Option<int>("--batch-size") { Description = "Latents per step.", DefaultValueFactory = _ => 32 };
+        var lr = new Option<double>("--lr") { Description = "AdamW learning rate (betas 0.9/0.999, no weight decay, as the reference).", DefaultValueFactory = _ => 1e-4 };
+        var ema = new Option<double>("--ema") { Description = "EMA decay of the weights used for sampling.", DefaultValueFactory = _ => 0.9999 };
+        var clip = new Option<double>("--grad-clip") { Description = "Clip the gradient norm (0: off, the reference).", DefaultValueFactory = _ => 0 };
+        var shift = new Option<double>("--shift") { Description = "Training timestep shift (reference: 0.4).", DefaultValueFactory = _ => 0.4 };
+        var seed = new Option<long>("--seed") { Description = "Seed of every random draw (order, noise, times, label dropout).", DefaultValueFactory = _ => 0 };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 1000 };
+        var sampleEvery = new Option<int>("--sample-every") { Description = "Write a sample grid every N steps (needs --autoencoder; 0: only at the end).", DefaultValueFactory = _ => 1000 };
+        var sampleSteps = new Option<int>("--sample-steps") { Description = "Solver steps of the sample grids.", DefaultValueFactory = _ => 25 };
+        var sampleCfg = new Option<double>("--sample-cfg") { Description = "Guidance of the sample grids.", DefaultValueFactory = _ => 1.5 };
+        var ae = new AutoencoderOptions("autoencoder-");
+        ae.Autoencoder.Required = false;
+        ae.Autoencoder.Description = "SVG autoencoder to decode the sample grids with (optional).";
+        var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable.")
+        { latents, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
+        foreach (var o in ae.All) cmd.Options.Add(o);
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            var console = cli.Console;
+            using var cache = LatentCache.Open(p.GetValue(latents)!);
+            string outDir = p.GetValue(output)!;
+            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            string last = Path.Combine(outDir, "last.safetensors");
+            DiTTrainer trainer;
+            DiT? owned = null;
+            if (p.GetValue(resume) is string from)
+            {
+                trainer = DiTTrainer.Resume(from, cache, p.GetValue(steps));
+                console.MarkupLine($"resumed [bold]{Markup.Escape(from)}[/] at step {trainer.Step}");
+            }
+            else
+            {
+                string? pr = p.GetValue(preset), cf = p.GetValue(config);
+                if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
+                var arch = pr != null ? DiTPresets.Get(pr) : cf != null ? Config.ConfigJson.Load<DiTConfig>(cf, "model") : throw new SvgdException("a new run needs --preset or --config (or --resume)");
+                arch = (arch with { InputSize = (int)cache.LatentShape[1], InChannels = cache.Channels, NumClasses = Math.Max(1, cache.NumClasses) }).Validate("DiT config");
+                var cfg = new DiTTrainingConfig
+                {
+                    Steps = p.GetValue(steps), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), EmaDecay = p.GetValue(ema),
+                    GradClip = p.GetValue(clip), TimestepShift = p.GetValue(shift), Seed = p.GetValue(seed),
+                    CheckpointEvery = p.GetValue(ckptEvery), SampleEvery = p.GetValue(sampleEvery),
+                }.Validate();
+                torch.manual_seed(cfg.Seed);
+                owned = new DiT(arch);
+                var norm = p.GetValue(stats) is string sp ? Models.Autoencoder.LatentStatistics.Load(sp) : null;
+                trainer = new DiTTrainer(owned, cache, cfg, norm);
+            }
+            using var _t = trainer;
+            using var _o = owned;
+            using var decoder = p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null;
+            var tc = trainer.Config;
+            var mc = trainer.Model.Config;
+            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {cache.Count} latents {Markup.Escape("[" + string.Join(", ", cache.LatentShape) + "]")}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            Console.CancelKeyPress += onCancel;
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            int startStep = trainer.Step;
+            try
+            {
+                console.Progress().AutoClear(false)
+                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
+                        task.Value = trainer.Step;
+                        double smooth = double.NaN;
+                        while (trainer.Step < tc.Steps && !cancel.IsCancellationRequested)
+                        {
+                            var r = trainer.TrainStep();
+                            smooth = double.IsNaN(smooth) ? r.Loss : 0.98 * smooth + 0.02 * r.Loss;
+                            double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
+                            task.Value = r.Step;
+                            task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
+                            if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
+                            if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, cache, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+                        }
+                    });
+            }
+            finally { Console.CancelKeyPress -= onCancel; }
+            trainer.Save(last);
+            if (decoder != null) WriteGrid(trainer, decoder, cache, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+            console.MarkupLine($"{(cancel.IsCancellationRequested ? "stopped" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.IsCancellationRequested ? 130 : 0;
+        }));
+        return cmd;
+    }
+
+    /// <summary>One row per class (up to 10), 8 EMA samples each, decoded.</summary>
+    static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.SvgAutoencoder decoder, LatentCache cache, string outDir, int steps, double cfg)
+    {
+        using var scope = torch.NewDisposeScope();
+        int classes = Math.Min(10, Math.Max(1, cache.NumClasses));
+        var labels = Enumerable.Range(0, classes).SelectMany(c => Enumerable.Repeat(c, 8)).ToList();
+        var latents = trainer.Sample(labels, steps, cfg, seed: 0);
+        using var _ = torch.inference_mode();
+        var images = decoder.Decode(latents).clamp(-1, 1);
+        ImageFiles.SavePng(ImageFiles.Grid(images, 8), Path.Combine(outDir, "samples", $"step-{trainer.Step:D6}.png"));
+    }
+}
