@@ -24,6 +24,7 @@ public static class SvgdCli
         root.Subcommands.Add(SampleCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
+        root.Subcommands.Add(ProbeCommand.Create(cli));
         root.Subcommands.Add(BenchCommand.Create(cli));
         return root;
     }
