@@ -12,6 +12,7 @@ public static class SvgdCli
         var root = new RootCommand("SvgDiffusion: latent diffusion without a VAE (SVG), in .NET.\n" +
                                    "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.");
         root.Subcommands.Add(InspectCommand.Create(cli));
+        root.Subcommands.Add(ImportIdxCommand.Create(cli));
         root.Subcommands.Add(FeaturesCommand.Create(cli));
         root.Subcommands.Add(EncodeCommand.Create(cli));
         root.Subcommands.Add(DecodeCommand.Create(cli));

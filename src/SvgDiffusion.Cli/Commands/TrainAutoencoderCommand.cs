@@ -15,7 +15,7 @@ internal static class TrainAutoencoderCommand
     {
         var images = new Option<string>("--images") { Description = "Training images: a folder (recursive). Random crops of the model's input size and horizontal flips are drawn each step.", Required = true };
         var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file) and samples/step-NNNNNN.png.", Required = true };
-        var encoder = new Option<string?>("--encoder") { Description = "Frozen DINOv3 for a new model: official .pth, Hugging Face safetensors, or an SVG autoencoder file holding encoder.* weights." };
+        var encoder = new Option<string?>("--encoder") { Description = "Frozen encoder weights for a new model: DINOv3 (official .pth, Hugging Face safetensors, or an SVG autoencoder file holding encoder.*); for a resnet18 model optional (default: the ONNX file shipped with the build)." };
         var preset = new Option<string?>("--preset") { Description = $"Architecture of a new model: {string.Join(", ", SvgAutoencoderPresets.Names)}." };
         var config = new Option<string?>("--config") { Description = "Architecture of a new model as JSON (sections dino, residual_vit, decoder, alignment, mask_ratio)." };
         var init = new Option<string?>("--init") { Description = "Start from an existing autoencoder (e.g. the released .ckpt): fine-tuning, fresh optimisers." };
@@ -64,10 +64,13 @@ internal static class TrainAutoencoderCommand
                 else
                 {
                     var arch = ResolveConfig(p, preset, config) ?? throw new SvgdException("a new model needs --preset or --config (or --init to fine-tune, --resume to continue)");
-                    string dinoPath = p.GetValue(encoder) ?? throw new SvgdException("a new model needs --encoder: the frozen DINOv3 weights");
-                    var dino = LoadDino(dinoPath, arch.Dino);
+                    Models.Encoders.IFrozenEncoder frozen;
+                    if (arch.IsResNet)
+                        frozen = p.GetValue(encoder) is string rp ? Models.ResNet.ResNet18Encoder.Load(rp, arch.Resnet) : Models.ResNet.ResNet18Encoder.FromOnnx(arch.Resnet);
+                    else
+                        frozen = LoadDino(p.GetValue(encoder) ?? throw new SvgdException("a new DINOv3 model needs --encoder: the frozen DINOv3 weights"), arch.Dino);
                     torch.manual_seed(cfg.Seed);
-                    model = new SvgAutoencoder(arch, dino);
+                    model = new SvgAutoencoder(arch, frozen);
                 }
                 trainer = new AutoencoderTrainer(model, data, cfg, perceptual);
             }

@@ -111,7 +111,7 @@ public sealed class FeatureExtractor
         _module = autoencoder;
         Kind = "svg";
         Identity = identity ?? "";
-        Stride = autoencoder.Config.Dino.PatchSize;
+        Stride = autoencoder.Config.SemanticStride;
         GridDim = autoencoder.Config.LatentChannels;
         VectorDim = GridDim;
     }

@@ -1,5 +1,7 @@
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Models.Dinov3;
+using SvgDiffusion.Models.Encoders;
+using SvgDiffusion.Models.ResNet;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -31,7 +33,8 @@ public sealed class SvgAutoencoder : nn.Module
 {
     public SvgAutoencoderConfig Config { get; }
 
-    readonly DinoVisionTransformer encoder;
+    // The frozen encoder: DINOv3 or ResNet-18, both nn.Modules implementing IFrozenEncoder.
+    readonly nn.Module encoder;
     readonly ResidualEncoder extra_vit;
 #pragma warning disable IDE0044 // registered by name
     Parameter mask_token;
@@ -39,13 +42,14 @@ public sealed class SvgAutoencoder : nn.Module
     readonly DistributionAlignment alignment;
     readonly Decoder decoder;
 
-    /// <param name="semanticEncoder">An already loaded DINOv3 matching <c>config.Dino</c>; a fresh one is built when null.</param>
-    public SvgAutoencoder(SvgAutoencoderConfig config, DinoVisionTransformer? semanticEncoder = null) : base("SvgAutoencoder")
+    /// <param name="semanticEncoder">An already loaded frozen encoder matching the config; when null a DINOv3 is
+    /// built (weights to be loaded) or the ResNet-18 read from its shipped ONNX file.</param>
+    public SvgAutoencoder(SvgAutoencoderConfig config, IFrozenEncoder? semanticEncoder = null) : base("SvgAutoencoder")
     {
         Config = config.Validate("SVG autoencoder config");
-        if (semanticEncoder != null && (semanticEncoder.Config.EmbedDim != config.Dino.EmbedDim || semanticEncoder.Config.PatchSize != config.Dino.PatchSize))
-            throw new SvgdException($"the DINOv3 encoder (embed_dim {semanticEncoder.Config.EmbedDim}, patch {semanticEncoder.Config.PatchSize}) does not fit the autoencoder config (embed_dim {config.Dino.EmbedDim}, patch {config.Dino.PatchSize})");
-        encoder = semanticEncoder ?? new DinoVisionTransformer(config.Dino);
+        if (semanticEncoder != null && (semanticEncoder.FeatureDim != config.SemanticDim || semanticEncoder.Stride != config.SemanticStride || semanticEncoder.Kind != config.FrozenEncoder))
+            throw new SvgdException($"the {semanticEncoder.Kind} encoder ({semanticEncoder.FeatureDim} channels, stride {semanticEncoder.Stride}) does not fit the autoencoder config ({config.FrozenEncoder}, {config.SemanticDim} channels, stride {config.SemanticStride})");
+        encoder = (nn.Module)(semanticEncoder ?? (config.IsResNet ? ResNet18Encoder.FromOnnx(config.Resnet) : new DinoVisionTransformer(config.Dino)));
         extra_vit = new ResidualEncoder(config.ResidualVit);
         // [1, R, 1]: one learned value per residual channel, broadcast over the tokens of a masked sample.
         mask_token = new Parameter(torch.randn(1, config.ResidualVit.OutputDim, 1) * 0.02);
@@ -57,7 +61,7 @@ public sealed class SvgAutoencoder : nn.Module
         encoder.eval();
     }
 
-    public DinoVisionTransformer SemanticEncoder => encoder;
+    public IFrozenEncoder SemanticEncoder => (IFrozenEncoder)encoder;
     public ResidualEncoder ResidualEncoder => extra_vit;
     public DistributionAlignment Alignment => alignment;
     public Decoder Decoder => decoder;
@@ -93,9 +97,9 @@ public sealed class SvgAutoencoder : nn.Module
         int gh, gw;
         using (torch.no_grad())
         {
-            using var dino = encoder.Forward(images);
-            semantic = dino.Patch.transpose(1, 2).contiguous();
-            (gh, gw) = (dino.GridH, dino.GridW);
+            using var frozen = SemanticEncoder.Encode(images);
+            semantic = frozen.Patch.transpose(1, 2).contiguous();
+            (gh, gw) = (frozen.GridH, frozen.GridW);
         }
         var raw = extra_vit.Forward(images);
         var residual = raw;
@@ -115,7 +119,7 @@ public sealed class SvgAutoencoder : nn.Module
     public Tensor Decode(Tensor latent)
     {
         if (latent.dim() != 4 || latent.shape[1] != Config.LatentChannels)
-            throw new SvgdException($"latent must be [B, {Config.LatentChannels}, h, w] ({Config.Dino.EmbedDim} DINO + {Config.ResidualVit.OutputDim} residual channels), got {Checkpoint.Shape(latent.shape)}");
+            throw new SvgdException($"latent must be [B, {Config.LatentChannels}, h, w] ({Config.SemanticDim} {Config.FrozenEncoder} + {Config.ResidualVit.OutputDim} residual channels), got {Checkpoint.Shape(latent.shape)}");
         return decoder.Forward(latent);
     }
 
@@ -130,8 +134,8 @@ public sealed class SvgAutoencoder : nn.Module
         foreach (var images in imageBatches)
         {
             using var scope = torch.NewDisposeScope();
-            using var dino = encoder.Forward(images);
-            var semantic = dino.Patch.transpose(1, 2);
+            using var frozen = SemanticEncoder.Encode(images);
+            var semantic = frozen.Patch.transpose(1, 2);
             alignment.Accumulate(semantic, extra_vit.Forward(images));
         }
         if (!alignment.HasStoredStatistics) throw new SvgdException("alignment calibration needs at least one batch of images");

@@ -1,5 +1,7 @@
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Models.Dinov3;
+using SvgDiffusion.Models.Encoders;
+using SvgDiffusion.Models.ResNet;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,9 +19,10 @@ public static class SvgAutoencoderCheckpoint
     /// are ignored; alignment statistics and the mask token are optional.
     /// </summary>
     /// <param name="config">Architecture; when null, the config saved in the file's metadata, else the released preset.</param>
-    /// <param name="dinoPath">A separate DINOv3 checkpoint (either layout) for the frozen encoder; required when
-    /// the file holds no <c>encoder.*</c> weights, and preferred over them when given.</param>
-    public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? dinoPath = null)
+    /// <param name="encoderPath">A separate checkpoint for the frozen encoder (DINOv3 in either layout; ResNet-18 as
+    /// .onnx or safetensors), preferred over <c>encoder.*</c> weights in the file. DINOv3 needs one or the other;
+    /// ResNet-18 otherwise comes from the ONNX file shipped with the build.</param>
+    public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? encoderPath = null)
     {
         var ckpt = Checkpoint.Open(path);
         config ??= ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
@@ -29,18 +32,25 @@ public static class SvgAutoencoderCheckpoint
         if (!sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal)) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))
             throw new SvgdException($"{path}: not an SVG autoencoder checkpoint: no 'extra_vit.*' and 'decoder.*' weights{Guess(sd)} (first keys: {string.Join(", ", sd.Keys.Take(4))})");
 
-        DinoVisionTransformer dino;
-        if (dinoPath != null)
-            dino = Dinov3Checkpoint.Load(dinoPath, config.Dino);
-        else if (sd.Keys.Any(k => k.StartsWith(DinoPrefix, StringComparison.Ordinal)))
-            dino = Dinov3Checkpoint.FromStateDict(Strip(sd, DinoPrefix), $"{path} (encoder.*)", config.Dino);
+        bool inFile = sd.Keys.Any(k => k.StartsWith(DinoPrefix, StringComparison.Ordinal));
+        IFrozenEncoder frozen;
+        if (config.IsResNet)
+        {
+            frozen = encoderPath != null ? ResNet18Encoder.Load(encoderPath, config.Resnet)
+                : inFile ? ResNet18FromState(Strip(sd, DinoPrefix), config, path)
+                : ResNet18Encoder.FromOnnx(config.Resnet);
+        }
+        else if (encoderPath != null)
+            frozen = Dinov3Checkpoint.Load(encoderPath, config.Dino);
+        else if (inFile)
+            frozen = Dinov3Checkpoint.FromStateDict(Strip(sd, DinoPrefix), $"{path} (encoder.*)", config.Dino);
         else
             throw new SvgdException($"{path}: holds no frozen DINOv3 weights (encoder.*); give the DINOv3 checkpoint separately");
 
-        var model = new SvgAutoencoder(config, dino);
+        var model = new SvgAutoencoder(config, frozen);
         var full = sd.Where(kv => !kv.Key.StartsWith(DinoPrefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
         // The encoder is already loaded; listing its own tensors lets one loader check everything else.
-        foreach (var (k, t) in dino.state_dict()) full[DinoPrefix + k] = t;
+        foreach (var (k, t) in ((nn.Module)frozen).state_dict()) full[DinoPrefix + k] = t;
         // Absent from released files: the mask token when trained without masking, and the statistics
         // of this port's stored alignment mode. The model's initial values stand in.
         foreach (var (k, t) in model.state_dict())
@@ -53,12 +63,31 @@ public static class SvgAutoencoderCheckpoint
 
     /// <summary>Saves in the reference layout (<c>state_dict</c> keys), as safetensors with the config in the
     /// header and alignment statistics included, so the file alone reloads the model.</summary>
-    public static void Save(SvgAutoencoder model, string path) =>
-        SafeTensors.Save(path, model.state_dict(), new Dictionary<string, string>
+    /// <param name="includeFrozenEncoder">False leaves out <c>encoder.*</c>: for a ResNet-18 model, which reloads it
+    /// from the ONNX file every build ships, this keeps the file to the trained parts.</param>
+    /// <param name="dtype">Store floating-point weights in this precision (e.g. Float16 for a compact bundled model).</param>
+    public static void Save(SvgAutoencoder model, string path, bool includeFrozenEncoder = true, ScalarType? dtype = null)
+    {
+        if (!includeFrozenEncoder && !model.Config.IsResNet)
+            throw new SvgdException("only a ResNet-18 autoencoder can be saved without its frozen encoder (DINOv3 weights are not shipped)");
+        using var scope = torch.NewDisposeScope();
+        var tensors = model.state_dict()
+            .Where(kv => includeFrozenEncoder || !kv.Key.StartsWith(DinoPrefix, StringComparison.Ordinal))
+            .ToDictionary(kv => kv.Key, kv => dtype is ScalarType d && kv.Value.dtype.IsFloatingPoint() && !kv.Key.StartsWith("alignment.", StringComparison.Ordinal) ? kv.Value.to(d) : kv.Value);
+        SafeTensors.Save(path, tensors, new Dictionary<string, string>
         {
             ["format"] = "pt",
             [ConfigMetadataKey] = Config.ConfigJson.Serialize(model.Config),
         });
+    }
+
+    static ResNet18Encoder ResNet18FromState(Dictionary<string, Tensor> sd, SvgAutoencoderConfig config, string path)
+    {
+        var enc = new ResNet18Encoder(config.Resnet);
+        StateDictLoader.Load(enc, sd, $"{path} (encoder.*)");
+        enc.eval();
+        return enc;
+    }
 
     static Dictionary<string, Tensor> Strip(IReadOnlyDictionary<string, Tensor> sd, string prefix) =>
         sd.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);

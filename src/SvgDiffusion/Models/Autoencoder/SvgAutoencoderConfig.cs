@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using SvgDiffusion.Models.Dinov3;
+using SvgDiffusion.Models.ResNet;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
@@ -9,7 +10,11 @@ namespace SvgDiffusion.Models.Autoencoder;
 /// </summary>
 public sealed record SvgAutoencoderConfig
 {
+    /// <summary>Which frozen encoder gives the semantic channels: <c>dinov3</c> (the paper's; section <c>dino</c>)
+    /// or <c>resnet18</c> (the ImageNet ResNet-18 shipped in NuGet; section <c>resnet</c>).</summary>
+    public string FrozenEncoder { get; init; } = "dinov3";
     public Dinov3Config Dino { get; init; } = Dinov3Presets.Get("vits16plus");
+    public ResNet18Config Resnet { get; init; } = new();
     public ResidualEncoderConfig ResidualVit { get; init; } = new();
     public DecoderConfig Decoder { get; init; } = new();
     public AlignmentConfig Alignment { get; init; } = new();
@@ -18,19 +23,26 @@ public sealed record SvgAutoencoderConfig
     public double MaskRatio { get; init; } = 0.1;
 
     /// <summary>Latent channels: DINO's, then the residual ones.</summary>
-    [JsonIgnore] public int LatentChannels => Dino.EmbedDim + ResidualVit.OutputDim;
+    [JsonIgnore] public bool IsResNet => FrozenEncoder == "resnet18";
+    /// <summary>Channels of the frozen encoder's patch features.</summary>
+    [JsonIgnore] public int SemanticDim => IsResNet ? Resnet.FeatureDim : Dino.EmbedDim;
+    /// <summary>Pixels per latent cell.</summary>
+    [JsonIgnore] public int SemanticStride => IsResNet ? Resnet.Stage : Dino.PatchSize;
+    [JsonIgnore] public int LatentChannels => SemanticDim + ResidualVit.OutputDim;
 
     public SvgAutoencoderConfig Validate(string source)
     {
-        Dino.Validate(source);
+        if (FrozenEncoder is not ("dinov3" or "resnet18"))
+            throw new SvgdException($"{source}: frozen_encoder must be 'dinov3' or 'resnet18', not '{FrozenEncoder}'");
+        if (IsResNet) Resnet.Validate(source); else Dino.Validate(source);
         ResidualVit.Validate(source);
         Decoder.Validate(source);
         Alignment.Validate(source);
         if (MaskRatio is < 0 or > 1) throw new SvgdException($"{source}: mask_ratio must be in [0, 1]");
         if (Decoder.ZChannels != LatentChannels)
-            throw new SvgdException($"{source}: decoder z_channels {Decoder.ZChannels} must equal DINO embed_dim {Dino.EmbedDim} + residual_vit output_dim {ResidualVit.OutputDim} = {LatentChannels}");
-        if (ResidualVit.PatchSize != Dino.PatchSize)
-            throw new SvgdException($"{source}: residual_vit patch_size {ResidualVit.PatchSize} must equal the DINO patch size {Dino.PatchSize} so both token grids coincide");
+            throw new SvgdException($"{source}: decoder z_channels {Decoder.ZChannels} must equal the {FrozenEncoder} feature channels {SemanticDim} + residual_vit output_dim {ResidualVit.OutputDim} = {LatentChannels}");
+        if (ResidualVit.PatchSize != SemanticStride)
+            throw new SvgdException($"{source}: residual_vit patch_size {ResidualVit.PatchSize} must equal the {FrozenEncoder} stride {SemanticStride} so both token grids coincide");
         if (Decoder.LatentResolution != ResidualVit.GridSize)
             throw new SvgdException($"{source}: decoder resolution {Decoder.Resolution} with {Decoder.NumResolutions} levels is laid out for a {Decoder.LatentResolution}x{Decoder.LatentResolution} latent, but {ResidualVit.ImageSize}px images give {ResidualVit.GridSize}x{ResidualVit.GridSize}");
         return this;

@@ -22,9 +22,26 @@ public static class SvgAutoencoderPresets
             Alignment = new() { Mode = AlignmentMode.Batch, Eps = 1e-6 },
             MaskRatio = 0.1,
         },
+        // Sized to train on 2 CPU cores in minutes (Fashion-MNIST, CIFAR-like data); batch-independent alignment.
+        ["svg-resnet18-32px"] = new()
+        {
+            FrozenEncoder = "resnet18",
+            Resnet = new() { Stage = 8, Mean = "channel" },
+            ResidualVit = new() { Layers = 4, Heads = 4, Hidden = 128, Mlp = 512, ImageSize = 32, PatchSize = 8, OutputDim = 8, LayerNormEps = 1e-6 },
+            Decoder = new()
+            {
+                Ch = 64, ChMult = new[] { 1, 1, 2, 2 }, NumResBlocks = 1, AttnResolutions = new[] { 4 },
+                ZChannels = 136, Resolution = 32, InChannels = 3, OutCh = 3, DoubleZ = true, Dropout = 0.0,
+            },
+            Alignment = new() { Mode = AlignmentMode.Stored, Eps = 1e-6 },
+            MaskRatio = 0.1,
+        },
     };
 
     public static IEnumerable<string> Names => All.Keys;
+
+    /// <summary>Small CPU model: the ImageNet ResNet-18 (stride 8, layer2) at 32x32, latents 4x4x136.</summary>
+    public const string ResNet18Small32 = "svg-resnet18-32px";
 
     public static SvgAutoencoderConfig Get(string name) =>
         All.TryGetValue(name, out var c) ? c
