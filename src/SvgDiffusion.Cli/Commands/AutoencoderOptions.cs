@@ -32,9 +32,9 @@ internal sealed class AutoencoderOptions
         return config != null ? ConfigJson.Load<SvgAutoencoderConfig>(config).Validate(config) : null;
     }
 
-    public SvgAutoencoder Load(ParseResult p)
+    public SvgAutoencoder Load(ParseResult p, string? path = null)
     {
-        var model = SvgAutoencoderCheckpoint.Load(p.GetValue(Autoencoder)!, ResolveConfig(p), p.GetValue(Encoder));
+        var model = SvgAutoencoderCheckpoint.Load(path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required"), ResolveConfig(p), p.GetValue(Encoder));
         model.eval();
         return model;
     }

@@ -22,12 +22,16 @@ internal sealed class DiTOptions
 
     public IEnumerable<Option> All => new Option[] { Model, Preset, Config, Stats, NoStats, Steps, Cfg, Guidance, Shift, Solver, Seed };
 
-    public DiT LoadModel(ParseResult p)
+    /// <summary>--model, or <paramref name="fallback"/> where the command has a default model.</summary>
+    public string ModelPath(ParseResult p, string? fallback = null) =>
+        p.GetValue(Model) ?? fallback ?? throw new SvgdException("--model is required");
+
+    public DiT LoadModel(ParseResult p, string? path = null)
     {
         string? pr = p.GetValue(Preset), cf = p.GetValue(Config);
         if (pr != null && cf != null) throw new SvgdException("give either --dit-preset or --dit-config, not both");
         DiTConfig? config = pr != null ? DiTPresets.Get(pr) : cf != null ? SvgDiffusion.Config.ConfigJson.Load<DiTConfig>(cf, "model").Validate(cf) : null;
-        var dit = DiTCheckpoint.Load(p.GetValue(Model)!, config);
+        var dit = DiTCheckpoint.Load(path ?? ModelPath(p), config);
         dit.eval();
         return dit;
     }
@@ -35,14 +39,14 @@ internal sealed class DiTOptions
     public Sampler CreateSampler(ParseResult p) => Sampler.Create(p.GetValue(Solver)!, p.GetValue(Steps), p.GetValue(Shift));
     public GuidanceSchedule CreateGuidance(ParseResult p) => GuidanceSchedule.Parse(p.GetValue(Cfg), p.GetValue(Guidance)!);
 
-    public LatentStatistics? LoadStatistics(ParseResult p, int channels)
+    public LatentStatistics? LoadStatistics(ParseResult p, int channels, string? modelPath = null, string? defaultStats = null)
     {
         if (p.GetValue(NoStats)) return null;
-        string modelPath = p.GetValue(Model)!;
-        string path = p.GetValue(Stats) ?? modelPath;
+        modelPath ??= ModelPath(p);
+        string path = p.GetValue(Stats) ?? defaultStats ?? modelPath;
         LatentStatistics stats;
         try { stats = LatentStatistics.Load(path); }
-        catch (SvgdException) when (p.GetValue(Stats) == null)
+        catch (SvgdException) when (p.GetValue(Stats) == null && defaultStats == null)
         {
             throw new SvgdException($"{modelPath}: holds no latent statistics; give --stats (e.g. the released dinov3_sp_stats.pt) or --no-stats");
         }

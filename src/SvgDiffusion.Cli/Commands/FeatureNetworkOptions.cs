@@ -11,7 +11,7 @@ namespace SvgDiffusion.Cli.Commands;
 internal sealed class FeatureNetworkOptions
 {
     public Option<string?> Inception { get; } = new("--inception") { Description = "pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth): gives FID comparable with published numbers." };
-    public Option<string?> Network { get; } = new("--feature-network") { Description = "Use another network when no Inception weights exist: dinov3 (with --feature-encoder). The result is labelled FD-<network>, never FID." };
+    public Option<string?> Network { get; } = new("--feature-network") { Description = "Use another network when no Inception weights exist: resnet18 (shipped) or dinov3 (with --feature-encoder). The result is labelled FD-<network>, never FID." };
     public Option<string?> Encoder { get; } = new("--feature-encoder") { Description = "Weights of the --feature-network (e.g. a DINOv3 .pth or safetensors)." };
     public Option<int> Size { get; } = new("--feature-size") { Description = "Input size of the --feature-network (Inception always resizes to 299 itself).", DefaultValueFactory = _ => 224 };
 
@@ -21,6 +21,9 @@ internal sealed class FeatureNetworkOptions
     public static readonly Dictionary<string, Func<string?, Models.Encoders.IFrozenEncoder>> Encoders = new(StringComparer.OrdinalIgnoreCase)
     {
         ["dinov3"] = path => Dinov3Checkpoint.Load(path ?? throw new SvgdException("--feature-network dinov3 needs --feature-encoder with DINOv3 weights")),
+        // The ImageNet ResNet-18 shipped with the build: its 512-d pooled layer4 features.
+        ["resnet18"] = path => path != null ? Models.ResNet.ResNet18Encoder.Load(path, new Models.ResNet.ResNet18Config { Stage = 32 })
+                                            : Models.ResNet.ResNet18Encoder.FromOnnx(new Models.ResNet.ResNet18Config { Stage = 32 }),
     };
 
     public IFeatureNetwork Create(ParseResult p)

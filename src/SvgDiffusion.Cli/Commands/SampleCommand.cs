@@ -16,6 +16,8 @@ internal static class SampleCommand
     public static Command Create(CliContext cli)
     {
         var ditOptions = new DiTOptions();
+        ditOptions.Model.Required = false;
+        ditOptions.Model.Description += " Default: the bundled Fashion-MNIST model (with its autoencoder and statistics).";
         var ae = new AutoencoderOptions();
         ae.Autoencoder.Required = false;
         var classes = new Option<string?>("--classes") { Description = "Comma-separated class indices; --n samples each, one grid row per class." };
@@ -34,16 +36,24 @@ internal static class SampleCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
+            bool bundled = p.GetValue(ditOptions.Model) == null;
+            if (bundled) BundledModel.EnsurePresent();
+            string modelPath = ditOptions.ModelPath(p, bundled ? BundledModel.DiTPath : null);
+            string? aePath = p.GetValue(ae.Autoencoder) ?? (bundled ? BundledModel.AutoencoderPath : null);
             bool decode = !p.GetValue(noDecode);
-            if (decode && p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (grid) and/or --out-dir (one PNG each), or --no-decode with --latent-out");
+            string? gridOut = p.GetValue(output) ?? (bundled && p.GetValue(outDir) == null ? "samples.png" : null);
+            if (decode && gridOut == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (grid) and/or --out-dir (one PNG each), or --no-decode with --latent-out");
             if (!decode && p.GetValue(latentOut) == null) throw new SvgdException("--no-decode needs --latent-out");
-            if (decode && p.GetValue(ae.Autoencoder) == null) throw new SvgdException("decoding needs --autoencoder (or use --no-decode with --latent-out)");
-            using var dit = ditOptions.LoadModel(p);
+            if (decode && aePath == null) throw new SvgdException("decoding needs --autoencoder (or use --no-decode with --latent-out)");
+            if (bundled) console.MarkupLine($"bundled model [bold]{BundledModel.Name}[/] ({Markup.Escape(BundledModel.Directory)})");
+            using var dit = ditOptions.LoadModel(p, modelPath);
             var dc = dit.Config;
             var solver = ditOptions.CreateSampler(p);
             var schedule = ditOptions.CreateGuidance(p);
 
-            var (labelList, rows) = Labels(p.GetValue(classes), p.GetValue(labels), p.GetValue(n), dc.NumClasses, p.GetValue(ditOptions.Seed));
+            var classNames = BundledModel.ClassNames(modelPath);
+            string? classArg = p.GetValue(classes) ?? (bundled && p.GetValue(labels) == null ? string.Join(",", Enumerable.Range(0, dc.NumClasses)) : null);
+            var (labelList, rows) = Labels(classArg, p.GetValue(labels), p.GetValue(n), dc.NumClasses, p.GetValue(ditOptions.Seed));
             int count = labelList.Length;
             int h = dc.InputSize, w = dc.InputSize;
             Tensor? given = null;
@@ -64,8 +74,8 @@ internal static class SampleCommand
                 }
             }
 
-            using var norm = ditOptions.LoadStatistics(p, dc.InChannels);
-            using var aeModel = decode ? ae.Load(p) : null;
+            using var norm = ditOptions.LoadStatistics(p, dc.InChannels, modelPath, bundled ? BundledModel.StatisticsPath : null);
+            using var aeModel = decode ? ae.Load(p, aePath) : null;
             if (aeModel != null && aeModel.Config.LatentChannels != dc.InChannels)
                 throw new SvgdException($"the autoencoder makes {aeModel.Config.LatentChannels}-channel latents but the DiT models {dc.InChannels}");
 
@@ -108,9 +118,11 @@ internal static class SampleCommand
                 using var all = torch.cat(images, 0);
                 if (p.GetValue(outDir) is string dir)
                     for (int i = 0; i < count; i++) ImageFiles.SavePng(all[i], Path.Combine(dir, $"{i:D6}-class{labelList[i]}.png"));
-                if (p.GetValue(output) is string gridPath)
+                if (gridOut is string gridPath)
                 {
-                    using var grid = ImageFiles.Grid(all, rows > 0 ? (count + rows - 1) / rows : (int)Math.Ceiling(Math.Sqrt(count)));
+                    // One labelled row per class when classes were asked for; a square grid otherwise.
+                    var rowNames = rows > 0 ? labelList.Where((_, i) => i % (count / rows) == 0).Select(l => classNames != null && l < classNames.Count ? classNames[l] : l.ToString()).ToList() : null;
+                    using var grid = rowNames != null ? BitmapFont.LabelledRows(all, rowNames) : ImageFiles.Grid(all, (int)Math.Ceiling(Math.Sqrt(count)));
                     ImageFiles.SavePng(grid, gridPath);
                     console.MarkupLine($"wrote [bold]{Markup.Escape(gridPath)}[/]");
                 }

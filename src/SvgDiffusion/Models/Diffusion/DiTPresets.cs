@@ -2,7 +2,7 @@ namespace SvgDiffusion.Models.Diffusion;
 
 /// <summary>
 /// SVG diffusion transformers by name. <c>svg-b</c>, <c>svg-l</c> and <c>svg-xl</c> are the paper's
-/// models; <c>svg-s</c> (12 x 384, 6 heads) and <c>svg-tiny</c> (4 x 128, 4 heads) are this port's
+/// models; <c>svg-s</c> (12 x 384, 6 heads), <c>svg-xs</c> (6 x 256, 4 heads) and <c>svg-tiny</c> (4 x 128, 4 heads) are this port's
 /// small variants for CPU experiments and tests. All take the released autoencoder's 16x16x392 latents
 /// and the 1000 ImageNet classes, with learn_sigma and qk-norm as released.
 /// </summary>
@@ -17,6 +17,7 @@ public static class DiTPresets
     public static readonly IReadOnlyDictionary<string, DiTConfig> All = new Dictionary<string, DiTConfig>(StringComparer.OrdinalIgnoreCase)
     {
         ["svg-tiny"] = Make(4, 128, 4),
+        ["svg-xs"] = Make(6, 256, 4),
         ["svg-s"] = Make(12, 384, 6),
         ["svg-b"] = Make(12, 768, 12),
         ["svg-l"] = Make(24, 1024, 16),
