@@ -96,7 +96,7 @@ public class AutoencoderParityTests
         using var model = LoadReference(cfg);
         string dir = Reference.TempDir();
         string dinoPath = Path.Combine(dir, "dino.safetensors"), aePath = Path.Combine(dir, "ae.safetensors");
-        Dinov3Checkpoint.Save(model.SemanticEncoder, dinoPath);
+        Dinov3Checkpoint.Save((DinoVisionTransformer)model.SemanticEncoder, dinoPath);
         SafeTensors.Save(aePath, model.state_dict().Where(kv => !kv.Key.StartsWith("encoder.")));
 
         var ex = Assert.Throws<SvgdException>(() => SvgAutoencoderCheckpoint.Load(aePath, cfg));

@@ -241,4 +241,20 @@ public class CliTests
         Assert.True(File.Exists(Path.Combine(dir, "grid.png")));
         Assert.Equal(4, Directory.GetFiles(Path.Combine(dir, "each"), "*.png").Length);
     }
+
+    [Fact]
+    public void TrainEncodesOnlineWithoutACache()
+    {
+        string dir = Reference.TempDir();
+        string ae = Reference.File_("svg_autoencoder.ckpt"), cfg = Reference.File_("svg_autoencoder.json");
+        var st = Run("latent-stats", "--autoencoder", ae, "--config", cfg, "--images", AutoencoderTrainingTests.FashionMnist, "--out", Path.Combine(dir, "stats.safetensors"));
+        Assert.True(st.Code == 0, st.Err);
+        var t = Run("train", "--images", AutoencoderTrainingTests.FashionMnist, "--autoencoder", ae, "--autoencoder-config", cfg, "--stats", Path.Combine(dir, "stats.safetensors"),
+            "--out", Path.Combine(dir, "run"), "--preset", "svg-tiny", "--steps", "3", "--batch-size", "4", "--sample-every", "0", "--sample-steps", "2");
+        Assert.True(t.Code == 0, t.Err + t.Out);
+        Assert.Contains("online-encoded", t.Out);
+        var bad = Run("train", "--images", AutoencoderTrainingTests.FashionMnist, "--autoencoder", ae, "--out", Path.Combine(dir, "run2"), "--preset", "svg-tiny");
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("--stats", bad.Err);
+    }
 }

@@ -11,7 +11,8 @@ internal static class TrainCommand
 {
     public static Command Create(CliContext cli)
     {
-        var latents = new Option<string>("--latents") { Description = "Latent cache folder from 'svgd cache-latents'.", Required = true };
+        var latents = new Option<string?>("--latents") { Description = "Latent cache folder from 'svgd cache-latents' (the fast way)." };
+        var images = new Option<string?>("--images") { Description = "Instead of --latents: encode this class-folder dataset on the fly with --autoencoder every step (needs --stats)." };
         var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT) and samples/step-NNNNNN.png.", Required = true };
         var preset = new Option<string?>("--preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)}. Its input_size, in_channels and num_classes are set from the cache." };
         var config = new Option<string?>("--config") { Description = "DiT architecture as JSON (reference names; its 'model' section if present)." };
@@ -32,12 +33,13 @@ internal static class TrainCommand
         ae.Autoencoder.Required = false;
         ae.Autoencoder.Description = "SVG autoencoder to decode the sample grids with (optional).";
         var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable.")
-        { latents, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
+        { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
-            using var cache = LatentCache.Open(p.GetValue(latents)!);
+            if ((p.GetValue(latents) == null) == (p.GetValue(images) == null)) throw new SvgdException("give exactly one of --latents (a cache) or --images (online encoding)");
+            using var source = p.GetValue(latents) is string lp ? new DataSource(LatentCache.Open(lp)) : DataSource.Online(p, ae, images, stats);
             string outDir = p.GetValue(output)!;
             Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
@@ -45,7 +47,7 @@ internal static class TrainCommand
             DiT? owned = null;
             if (p.GetValue(resume) is string from)
             {
-                trainer = DiTTrainer.Resume(from, cache, p.GetValue(steps));
+                trainer = source.Cache != null ? DiTTrainer.Resume(from, source.Cache, p.GetValue(steps)) : DiTTrainer.Resume(from, source.Batches, source.Count, p.GetValue(steps));
                 console.MarkupLine($"resumed [bold]{Markup.Escape(from)}[/] at step {trainer.Step}");
             }
             else
@@ -53,7 +55,7 @@ internal static class TrainCommand
                 string? pr = p.GetValue(preset), cf = p.GetValue(config);
                 if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
                 var arch = pr != null ? DiTPresets.Get(pr) : cf != null ? Config.ConfigJson.Load<DiTConfig>(cf, "model") : throw new SvgdException("a new run needs --preset or --config (or --resume)");
-                arch = (arch with { InputSize = (int)cache.LatentShape[1], InChannels = cache.Channels, NumClasses = Math.Max(1, cache.NumClasses) }).Validate("DiT config");
+                arch = (arch with { InputSize = source.GridSize, InChannels = source.Channels, NumClasses = Math.Max(1, source.ClassNames.Count) }).Validate("DiT config");
                 var cfg = new DiTTrainingConfig
                 {
                     Steps = p.GetValue(steps), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), EmaDecay = p.GetValue(ema),
@@ -63,14 +65,16 @@ internal static class TrainCommand
                 torch.manual_seed(cfg.Seed);
                 owned = new DiT(arch);
                 var norm = p.GetValue(stats) is string sp ? Models.Autoencoder.LatentStatistics.Load(sp) : null;
-                trainer = new DiTTrainer(owned, cache, cfg, norm);
+                trainer = source.Cache != null ? new DiTTrainer(owned, source.Cache, cfg, norm)
+                    : new DiTTrainer(owned, source.Batches, source.Count, cfg, norm!, source.ClassNames);
             }
             using var _t = trainer;
             using var _o = owned;
-            using var decoder = p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null;
+            var decoder = source.Autoencoder ?? (p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null);
+            using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
-            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {cache.Count} latents {Markup.Escape("[" + string.Join(", ", cache.LatentShape) + "]")}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
+            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
             using var cancel = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
             Console.CancelKeyPress += onCancel;
@@ -93,13 +97,13 @@ internal static class TrainCommand
                             task.Value = r.Step;
                             task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
                             if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                            if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, cache, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+                            if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
                         }
                     });
             }
             finally { Console.CancelKeyPress -= onCancel; }
             trainer.Save(last);
-            if (decoder != null) WriteGrid(trainer, decoder, cache, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+            if (decoder != null) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
             console.MarkupLine($"{(cancel.IsCancellationRequested ? "stopped" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
             return cancel.IsCancellationRequested ? 130 : 0;
         }));
@@ -107,14 +111,66 @@ internal static class TrainCommand
     }
 
     /// <summary>One row per class (up to 10), 8 EMA samples each, decoded.</summary>
-    static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.SvgAutoencoder decoder, LatentCache cache, string outDir, int steps, double cfg)
+    static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.SvgAutoencoder decoder, int numClasses, string outDir, int steps, double cfg)
     {
         using var scope = torch.NewDisposeScope();
-        int classes = Math.Min(10, Math.Max(1, cache.NumClasses));
+        int classes = Math.Min(10, Math.Max(1, numClasses));
         var labels = Enumerable.Range(0, classes).SelectMany(c => Enumerable.Repeat(c, 8)).ToList();
         var latents = trainer.Sample(labels, steps, cfg, seed: 0);
         using var _ = torch.inference_mode();
         var images = decoder.Decode(latents).clamp(-1, 1);
         ImageFiles.SavePng(ImageFiles.Grid(images, 8), Path.Combine(outDir, "samples", $"step-{trainer.Step:D6}.png"));
+    }
+
+    /// <summary>Where training latents come from: a cache, or an autoencoder encoding images every step.</summary>
+    sealed class DataSource : IDisposable
+    {
+        public LatentCache? Cache { get; }
+        public Models.Autoencoder.SvgAutoencoder? Autoencoder { get; private init; }
+        public Func<IReadOnlyList<int>, (torch.Tensor Latents, torch.Tensor Labels)> Batches { get; private init; }
+        public int Count { get; private init; }
+        public int Channels { get; private init; }
+        public int GridSize { get; private init; }
+        public IReadOnlyList<string> ClassNames { get; private init; }
+
+        public DataSource(LatentCache cache)
+        {
+            Cache = cache;
+            Batches = cache.Batch;
+            Count = cache.Count;
+            Channels = cache.Channels;
+            GridSize = (int)cache.LatentShape[1];
+            ClassNames = cache.ClassNames;
+        }
+
+        DataSource(Func<IReadOnlyList<int>, (torch.Tensor, torch.Tensor)> batches) { Batches = batches; ClassNames = Array.Empty<string>(); }
+
+        public static DataSource Online(ParseResult p, AutoencoderOptions ae, Option<string?> images, Option<string?> stats)
+        {
+            if (p.GetValue(ae.Autoencoder) == null) throw new SvgdException("--images (online encoding) needs --autoencoder");
+            if (p.GetValue(stats) == null) throw new SvgdException("--images (online encoding) needs --stats (from 'svgd latent-stats')");
+            var folder = new ImageFolder(p.GetValue(images)!);
+            var model = ae.Load(p);
+            int size = model.Config.ResidualVit.ImageSize;
+            // Index 2i is image i, 2i+1 its mirror image, as in a flipped cache.
+            (torch.Tensor, torch.Tensor) Batch(IReadOnlyList<int> indices)
+            {
+                using var scope = torch.NewDisposeScope();
+                using var _ = torch.inference_mode();
+                var x = folder.CenterBatch(indices.Select(i => i / 2), size);
+                var flip = torch.tensor(indices.Select(i => i % 2 == 1).ToArray()).view(-1, 1, 1, 1);
+                x = torch.where(flip, x.flip(3), x);
+                var z = model.Encode(Models.Autoencoder.SvgAutoencoder.ToEncoderInput(x));
+                var y = torch.tensor(indices.Select(i => (long)folder.Labels[i / 2]).ToArray());
+                return (z.MoveToOuterDisposeScope(), y.MoveToOuterDisposeScope());
+            }
+            return new DataSource(Batch)
+            {
+                Autoencoder = model, Count = 2 * folder.Count, Channels = model.Config.LatentChannels,
+                GridSize = size / model.Config.SemanticStride, ClassNames = folder.ClassNames,
+            };
+        }
+
+        public void Dispose() { Cache?.Dispose(); Autoencoder?.Dispose(); }
     }
 }
