@@ -26,6 +26,7 @@ public static class SvgdCli
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
         root.Subcommands.Add(ProbeCommand.Create(cli));
+        root.Subcommands.Add(ExportCommand.Create(cli));
         root.Subcommands.Add(BenchCommand.Create(cli));
         return root;
     }

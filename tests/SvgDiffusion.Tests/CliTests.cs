@@ -240,6 +240,16 @@ public class CliTests
         Assert.True(s.Code == 0, s.Err + s.Out);
         Assert.True(File.Exists(Path.Combine(dir, "grid.png")));
         Assert.Equal(4, Directory.GetFiles(Path.Combine(dir, "each"), "*.png").Length);
+
+        // Export: EMA weights, statistics and class names in a model folder that samples on its own.
+        string ae2 = Path.Combine(dir, "ae.safetensors");
+        Models.Autoencoder.SvgAutoencoderCheckpoint.Save(Models.Autoencoder.SvgAutoencoderCheckpoint.Load(ae, Config.ConfigJson.Load<Models.Autoencoder.SvgAutoencoderConfig>(cfg)), ae2);
+        var e = Run("export", "--autoencoder", ae2, "--dit", Path.Combine(run, "last.safetensors"), "--out", Path.Combine(dir, "model"));
+        Assert.True(e.Code == 0, e.Err + e.Out);
+        Assert.Contains("bag", SafeTensors.ReadHeader(Path.Combine(dir, "model", "dit.safetensors")).Metadata["svgd.class_names"]);
+        var s2 = Run("sample", "--model", Path.Combine(dir, "model", "dit.safetensors"), "--autoencoder", Path.Combine(dir, "model", "autoencoder.safetensors"),
+            "--stats", Path.Combine(dir, "model", "latent-stats.safetensors"), "--classes", "0,8", "--n", "2", "--steps", "2", "--out", Path.Combine(dir, "grid2.png"));
+        Assert.True(s2.Code == 0, s2.Err + s2.Out);
     }
 
     [Fact]

@@ -63,10 +63,15 @@ public static class DiTCheckpoint
     }
 
     /// <summary>Saves the state dict (reference key names) as safetensors, with the config in the header so the file loads alone.</summary>
-    public static void Save(DiT model, string path)
+    /// <param name="dtype">Store floating-point weights in this precision (e.g. Float16 for a compact bundled model).</param>
+    /// <param name="metadata">Extra header entries (e.g. class names).</param>
+    public static void Save(DiT model, string path, ScalarType? dtype = null, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var meta = new Dictionary<string, string> { [ConfigMetadataKey] = ConfigJson.Serialize(model.Config), ["format"] = "pt" };
-        SafeTensors.Save(path, model.state_dict(), meta);
+        foreach (var (k, v) in metadata ?? new Dictionary<string, string>()) meta[k] = v;
+        using var scope = torch.NewDisposeScope();
+        var tensors = model.state_dict().ToDictionary(kv => kv.Key, kv => dtype is ScalarType d && kv.Value.dtype.IsFloatingPoint() ? kv.Value.to(d) : kv.Value);
+        SafeTensors.Save(path, tensors, meta);
     }
 
     static DiTConfig? ConfigFromMetadata(Checkpoint ckpt) =>
