@@ -30,9 +30,7 @@ internal static class CacheLatentsCommand
                 Flip = p.GetValue(flip), ImagesPerShard = Math.Max(1, p.GetValue(shard)), BatchSize = Math.Max(1, p.GetValue(batch)),
                 BFloat16 = p.GetValue(bf16), AutoencoderPath = p.GetValue(ae.Autoencoder), Overwrite = p.GetValue(overwrite),
             });
-            using var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-            Console.CancelKeyPress += onCancel;
+            using var cancel = new CtrlC();
             Data.LatentCache? cache = null;
             try
             {
@@ -49,7 +47,6 @@ internal static class CacheLatentsCommand
                 cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
                 return 130;
             }
-            finally { Console.CancelKeyPress -= onCancel; }
             using var c = cache!;
             cli.Console.MarkupLine($"cache [bold]{Markup.Escape(p.GetValue(output)!)}[/]: {c.Count} latents {Markup.Escape("[" + string.Join(", ", c.LatentShape) + "]")}, {c.NumClasses} classes, {writer.ShardsWritten} shards written, {writer.ShardsSkipped} already done");
             return 0;

@@ -55,13 +55,13 @@ internal static class ProbeCommand
         };
     }
 
-    static ProbeFeatures Extract(CliContext cli, string what, Func<Action<int, int>, ProbeFeatures> run)
+    static ProbeFeatures Extract(CliContext cli, string what, int count, Func<Action<int, int>, ProbeFeatures> run)
     {
         ProbeFeatures? result = null;
-        ProgressBars.Run(cli.Console, what, 1, step =>
+        ProgressBars.Run(cli.Console, what, count, step =>
         {
             long last = 0;
-            result = run((done, total) => { step(0); _ = total; last = done; });
+            result = run((done, _) => { step(done - last); last = done; });
         });
         if (result!.FromCache) cli.Console.MarkupLine($"{Markup.Escape(what)}: reused [grey]{Markup.Escape(result.CachePath ?? "")}[/]");
         return result;
@@ -89,8 +89,8 @@ internal static class ProbeCommand
                 throw new SvgdException($"{p.GetValue(val)}: classes ({string.Join(", ", valSet.ClassNames.Take(5))}...) differ from {p.GetValue(train)} ({string.Join(", ", trainSet.ClassNames.Take(5))}...)");
             if (trainSet.ClassNames.Count < 2) throw new SvgdException($"{p.GetValue(train)}: needs at least two class sub-folders");
             int size = p.GetValue(enc.Size);
-            using var ft = Extract(cli, "train features", pr => extractor.ExtractVectors(trainSet, size, enc.Extraction(p, p.GetValue(train)!, pr)));
-            using var fv = Extract(cli, "val features", pr => extractor.ExtractVectors(valSet, size, enc.Extraction(p, p.GetValue(val)!, pr)));
+            using var ft = Extract(cli, "train features", trainSet.Count, pr => extractor.ExtractVectors(trainSet, size, enc.Extraction(p, p.GetValue(train)!, pr)));
+            using var fv = Extract(cli, "val features", valSet.Count, pr => extractor.ExtractVectors(valSet, size, enc.Extraction(p, p.GetValue(val)!, pr)));
             var cfg = new LinearProbeConfig
             {
                 Epochs = p.GetValue(epochs), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), WeightDecay = p.GetValue(wd),
@@ -126,8 +126,8 @@ internal static class ProbeCommand
             var valSet = new SegmentationFolder(p.GetValue(val)!);
             int size = p.GetValue(enc.Size);
             int numClasses = p.GetValue(classes) ?? Math.Max(trainSet.InferNumClasses(), valSet.InferNumClasses());
-            using var ft = Extract(cli, "train features", pr => extractor.ExtractGrids(trainSet, size, enc.Extraction(p, p.GetValue(train)!, pr)));
-            using var fv = Extract(cli, "val features", pr => extractor.ExtractGrids(valSet, size, enc.Extraction(p, p.GetValue(val)!, pr)));
+            using var ft = Extract(cli, "train features", trainSet.Count, pr => extractor.ExtractGrids(trainSet, size, enc.Extraction(p, p.GetValue(train)!, pr)));
+            using var fv = Extract(cli, "val features", valSet.Count, pr => extractor.ExtractGrids(valSet, size, enc.Extraction(p, p.GetValue(val)!, pr)));
             using var yt = trainSet.Labels(size);
             using var yv = valSet.Labels(size);
             var cfg = new SegmentationProbeConfig { Epochs = p.GetValue(epochs), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), Seed = p.GetValue(enc.Seed) }.Validate();

@@ -78,32 +78,26 @@ internal static class TrainAutoencoderCommand
             using var _ = trainer;
             var tc = trainer.Config;
             console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
-            using var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-            Console.CancelKeyPress += onCancel;
-            try
-            {
-                console.Progress().AutoClear(false)
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
+            using var cancel = new CtrlC();
+            console.Progress().AutoClear(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
+                    task.Value = trainer.Step;
+                    while (trainer.Step < tc.Steps && !cancel.Requested)
                     {
-                        var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
-                        task.Value = trainer.Step;
-                        while (trainer.Step < tc.Steps && !cancel.IsCancellationRequested)
-                        {
-                            var r = trainer.TrainStep();
-                            task.Value = r.Step;
-                            task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
-                            if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                            if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
-                        }
-                    });
-            }
-            finally { Console.CancelKeyPress -= onCancel; }
+                        var r = trainer.TrainStep();
+                        task.Value = r.Step;
+                        task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
+                        if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
+                    }
+                });
             trainer.Save(last);
             WriteGrid(trainer, outDir);
-            console.MarkupLine($"{(cancel.IsCancellationRequested ? "stopped" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.IsCancellationRequested ? 130 : 0;
+            console.MarkupLine($"{(cancel.Requested ? "stopped" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.Requested ? 130 : 0;
         }));
         return cmd;
     }

@@ -75,37 +75,31 @@ internal static class TrainCommand
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
             console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
-            using var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-            Console.CancelKeyPress += onCancel;
+            using var cancel = new CtrlC();
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
-            try
-            {
-                console.Progress().AutoClear(false)
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
+            console.Progress().AutoClear(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
+                    task.Value = trainer.Step;
+                    double smooth = double.NaN;
+                    while (trainer.Step < tc.Steps && !cancel.Requested)
                     {
-                        var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
-                        task.Value = trainer.Step;
-                        double smooth = double.NaN;
-                        while (trainer.Step < tc.Steps && !cancel.IsCancellationRequested)
-                        {
-                            var r = trainer.TrainStep();
-                            smooth = double.IsNaN(smooth) ? r.Loss : 0.98 * smooth + 0.02 * r.Loss;
-                            double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
-                            task.Value = r.Step;
-                            task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
-                            if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                            if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
-                        }
-                    });
-            }
-            finally { Console.CancelKeyPress -= onCancel; }
+                        var r = trainer.TrainStep();
+                        smooth = double.IsNaN(smooth) ? r.Loss : 0.98 * smooth + 0.02 * r.Loss;
+                        double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
+                        task.Value = r.Step;
+                        task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
+                        if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+                    }
+                });
             trainer.Save(last);
             if (decoder != null) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
-            console.MarkupLine($"{(cancel.IsCancellationRequested ? "stopped" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.IsCancellationRequested ? 130 : 0;
+            console.MarkupLine($"{(cancel.Requested ? "stopped" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.Requested ? 130 : 0;
         }));
         return cmd;
     }

@@ -127,13 +127,14 @@ public sealed class AutoencoderTrainer : IDisposable
         return Math.Clamp(w, 0.0, 1e4);
     }
 
-    /// <summary>Originals (top rows) over reconstructions (bottom rows), in [-1, 1], from the first images of the folder.</summary>
+    /// <summary>Originals (top rows) over reconstructions (bottom rows), in [-1, 1], of images spread evenly over the folder (and so over its classes).</summary>
     public Tensor ReconstructionGrid(int count = 8)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         Model.eval();
-        var idx = Enumerable.Range(0, Math.Min(count, Data.Count)).ToList();
+        int n = Math.Min(count, Data.Count);
+        var idx = Enumerable.Range(0, n).Select(i => (int)((long)i * Data.Count / n)).ToList();
         var images = Data.CenterBatch(idx, ImageSize);
         var rec = Model.Decode(Model.Encode(SvgAutoencoder.ToEncoderInput(images))).clamp(-1, 1);
         return ImageFiles.Grid(torch.cat(new[] { images, rec }), idx.Count).MoveToOuterDisposeScope();
