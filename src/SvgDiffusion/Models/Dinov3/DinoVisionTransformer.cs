@@ -38,7 +38,7 @@ public sealed class DinoVisionTransformer : nn.Module, Encoders.IFrozenEncoder
     readonly PatchEmbed patch_embed;
     readonly RopePositionEmbedding rope_embed;
     readonly ModuleList<SelfAttentionBlock> blocks;
-    readonly LayerNorm norm;
+    readonly Common.PrecisionLayerNorm norm;
 
     public DinoVisionTransformer(Dinov3Config config) : base("DinoVisionTransformer")
     {
@@ -50,7 +50,7 @@ public sealed class DinoVisionTransformer : nn.Module, Encoders.IFrozenEncoder
         patch_embed = new PatchEmbed(config.InChans, d, config.PatchSize);
         rope_embed = new RopePositionEmbedding(config.HeadDim, config.RopeBase);
         blocks = new ModuleList<SelfAttentionBlock>(Enumerable.Range(0, config.Depth).Select(_ => new SelfAttentionBlock(config)).ToArray());
-        norm = LayerNorm(d, config.LayerNormEps);
+        norm = new Common.PrecisionLayerNorm(d, config.LayerNormEps);
         RegisterComponents();
     }
 

@@ -123,17 +123,17 @@ public sealed class SelfAttention : nn.Module
 
 public sealed class SelfAttentionBlock : nn.Module
 {
-    readonly LayerNorm norm1, norm2;
+    readonly Common.PrecisionLayerNorm norm1, norm2;
     readonly SelfAttention attn;
     readonly LayerScale ls1, ls2;
     readonly Module<Tensor, Tensor> mlp;
 
     public SelfAttentionBlock(Dinov3Config cfg) : base("block")
     {
-        norm1 = LayerNorm(cfg.EmbedDim, cfg.LayerNormEps);
+        norm1 = new Common.PrecisionLayerNorm(cfg.EmbedDim, cfg.LayerNormEps, "norm1");
         attn = new SelfAttention(cfg.EmbedDim, cfg.NumHeads);
         ls1 = new LayerScale("ls1", cfg.EmbedDim, cfg.LayerscaleInit);
-        norm2 = LayerNorm(cfg.EmbedDim, cfg.LayerNormEps);
+        norm2 = new Common.PrecisionLayerNorm(cfg.EmbedDim, cfg.LayerNormEps, "norm2");
         mlp = cfg.IsSwiGlu ? new SwiGluFfn(cfg.EmbedDim, cfg.FfnHidden) : new Mlp(cfg.EmbedDim, cfg.FfnHidden);
         ls2 = new LayerScale("ls2", cfg.EmbedDim, cfg.LayerscaleInit);
         RegisterComponents();
