@@ -11,6 +11,7 @@ internal sealed class DiTOptions
     public Option<string> Model { get; } = new("--model") { Description = "SVG diffusion transformer: the released .pt ({\"ema\": ...}), or a .safetensors written by svgd (its EMA weights).", Required = true };
     public Option<string?> Preset { get; } = new("--dit-preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)} (default: the file's config, else inferred from its shapes)." };
     public Option<string?> Config { get; } = new("--dit-config") { Description = "DiT architecture as JSON (the reference's names, e.g. its 'model' section)." };
+    public Option<string?> Section { get; } = new("--section") { Description = "Which weights of a checkpoint holding several: ema (default where present) or model." };
     public Option<string?> Stats { get; } = new("--stats") { Description = "Latent normalisation statistics (the released dinov3_sp_stats.pt, or from 'svgd latent-stats'); default: those stored in --model." };
     public Option<bool> NoStats { get; } = new("--no-stats") { Description = "Sample directly in the model's space: no de-normalisation before decoding." };
     public Option<int> Steps { get; } = new("--steps") { Description = "Solver steps (SVG works in as few as 5).", DefaultValueFactory = _ => 25 };
@@ -20,7 +21,7 @@ internal sealed class DiTOptions
     public Option<string> Solver { get; } = new("--sampler") { Description = "ODE solver: euler or heun.", DefaultValueFactory = _ => "euler" };
     public Option<long> Seed { get; } = new("--seed") { Description = "Seed; sample i's noise (and random label) depends on (seed, i) only.", DefaultValueFactory = _ => 0 };
 
-    public IEnumerable<Option> All => new Option[] { Model, Preset, Config, Stats, NoStats, Steps, Cfg, Guidance, Shift, Solver, Seed };
+    public IEnumerable<Option> All => new Option[] { Model, Preset, Config, Section, Stats, NoStats, Steps, Cfg, Guidance, Shift, Solver, Seed };
 
     /// <summary>--model, or <paramref name="fallback"/> where the command has a default model.</summary>
     public string ModelPath(ParseResult p, string? fallback = null) =>
@@ -31,7 +32,7 @@ internal sealed class DiTOptions
         string? pr = p.GetValue(Preset), cf = p.GetValue(Config);
         if (pr != null && cf != null) throw new SvgdException("give either --dit-preset or --dit-config, not both");
         DiTConfig? config = pr != null ? DiTPresets.Get(pr) : cf != null ? SvgDiffusion.Config.ConfigJson.Load<DiTConfig>(cf, "model").Validate(cf) : null;
-        var dit = DiTCheckpoint.Load(path ?? ModelPath(p), config);
+        var dit = DiTCheckpoint.Load(path ?? ModelPath(p), config, p.GetValue(Section));
         dit.eval();
         return dit;
     }
