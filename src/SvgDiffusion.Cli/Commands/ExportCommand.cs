@@ -23,8 +23,9 @@ internal static class ExportCommand
         var ae = new Option<string>("--autoencoder") { Description = "Autoencoder (training checkpoint or model file).", Required = true };
         var dit = new Option<string>("--dit") { Description = "DiT training checkpoint (its EMA weights, statistics and class names are exported).", Required = true };
         var output = new Option<string>("--out") { Description = "Model folder to write: autoencoder.safetensors, dit.safetensors, latent-stats.safetensors.", Required = true };
+        var section = new Option<string>("--dit-weights") { Description = "Which DiT weights to export: ema (what sampling normally uses) or model (the raw weights; better when a short run's EMA still remembers early training).", DefaultValueFactory = _ => "ema" };
         var tolerance = new Option<double>("--fp16-tolerance") { Description = "Largest max-abs output difference (decoded image in [-1,1], DiT velocity) that still allows fp16 storage.", DefaultValueFactory = _ => 1e-3 };
-        var cmd = new Command("export", "Export trained autoencoder + DiT as a compact model folder (fp16 where outputs stay within tolerance).") { ae, dit, output, tolerance };
+        var cmd = new Command("export", "Export trained autoencoder + DiT as a compact model folder (fp16 where outputs stay within tolerance).") { ae, dit, output, section, tolerance };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             string outDir = p.GetValue(output)!;
@@ -46,9 +47,11 @@ internal static class ExportCommand
 
             string ditPath = p.GetValue(dit)!;
             var info = DiTTrainer.ReadInfo(ditPath);
-            using var model = DiTCheckpoint.Load(ditPath);          // the EMA weights
+            string weights = p.GetValue(section)!;
+            if (weights is not ("ema" or "model")) throw new SvgdException($"--dit-weights must be ema or model, not '{weights}'");
+            using var model = DiTCheckpoint.Load(ditPath, section: weights);
             model.eval();
-            var meta = new Dictionary<string, string> { ["svgd.trained_steps"] = info.Step.ToString() };
+            var meta = new Dictionary<string, string> { ["svgd.trained_steps"] = info.Step.ToString(), ["svgd.weights"] = weights };
             if (info.ClassNames is { Count: > 0 } names) meta[BundledModel.ClassNamesMetadataKey] = JsonSerializer.Serialize(names);
             int tokens = model.Config.InputSize * model.Config.InputSize;
             var x = torch.randn(8, tokens, model.Config.InChannels);
@@ -65,7 +68,7 @@ internal static class ExportCommand
             using var stats = DiTTrainer.ReadStatistics(ditPath);
             stats.Save(Path.Combine(outDir, "latent-stats.safetensors"));
             cli.Console.MarkupLine($"autoencoder: {(aeHalf ? "fp16" : "fp32")} (fp16 decode error {aeErr:g3}){(compact ? ", frozen ResNet-18 rebuilt from the shipped ONNX" : "")}");
-            cli.Console.MarkupLine($"DiT: {(ditHalf ? "fp16" : "fp32")} (fp16 velocity error {ditErr:g3}), EMA of step {info.Step}");
+            cli.Console.MarkupLine($"DiT: {(ditHalf ? "fp16" : "fp32")} (fp16 velocity error {ditErr:g3}), {weights} weights of step {info.Step}");
             cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(outDir)}[/]");
             return 0;
         }));
