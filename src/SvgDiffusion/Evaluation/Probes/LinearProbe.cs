@@ -94,34 +94,12 @@ public sealed class LinearProbe : nn.Module<Tensor, Tensor>
         var device = head.weight!.device;
         using var x = features.to(ScalarType.Float32).to(device);
         using var y = labels.to(ScalarType.Int64).to(device);
-        using var opt = ProbeSchedule.AdamW(named_parameters(), config.LearningRate, config.WeightDecay);
-        var history = new List<ProbeEpoch>();
-        train();
-        double lr = 0;
-        for (int epoch = 0; epoch < config.Epochs; epoch++)
-        {
-            using var generator = RunCheckpoint.StepGenerator(config.Seed, epoch, stream: 1);
-            var batches = ProbeSchedule.Batches(n, config.BatchSize, generator);
-            double sum = 0;
-            for (int it = 0; it < batches.Count; it++)
+        return ProbeSchedule.Train(this, n, config.Epochs, config.BatchSize, config.WarmupEpochs, config.LearningRate,
+            config.MinLearningRate, config.WeightDecay, config.Seed, idx =>
             {
-                using var scope = torch.NewDisposeScope();
-                lr = ProbeSchedule.LearningRate(epoch + (double)it / batches.Count, config.Epochs, config.WarmupEpochs, config.LearningRate, config.MinLearningRate);
-                ProbeSchedule.SetLearningRate(opt, lr);
-                var idx = batches[it].to(device);
-                var loss = nn.functional.cross_entropy(forward(x.index_select(0, idx)), y.index_select(0, idx));
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
-                sum += loss.item<float>() * idx.shape[0];
-            }
-            foreach (var b in batches) b.Dispose();
-            var e = new ProbeEpoch(epoch + 1, sum / n, lr);
-            history.Add(e);
-            onEpoch?.Invoke(e);
-        }
-        eval();
-        return history;
+                var i = idx.to(device);
+                return nn.functional.cross_entropy(forward(x.index_select(0, i)), y.index_select(0, i));
+            }, onEpoch);
     }
 
     /// <summary>Top-1 / top-5 accuracy on <paramref name="features"/> [N, D] (eval mode).</summary>

@@ -60,4 +60,43 @@ public static class ProbeSchedule
         if (noDecay.Count > 0) groups.Add(new AdamW.ParamGroup(noDecay, lr: lr, weight_decay: 0.0));
         return torch.optim.AdamW(groups, lr);
     }
+
+    /// <summary>
+    /// The training loop both probes share: per epoch a seeded permutation cut into mini-batches, the
+    /// warmup-cosine rate set per iteration, AdamW (weights decayed, biases not). <paramref name="lossOf"/>
+    /// maps a batch's sample indices to its loss; a NaN loss (a batch with nothing to learn from) is left
+    /// out of the epoch mean.
+    /// </summary>
+    internal static List<ProbeEpoch> Train(nn.Module probe, long n, int epochs, int batchSize, int warmupEpochs,
+        double lr, double minLr, double weightDecay, long seed, Func<Tensor, Tensor> lossOf, Action<ProbeEpoch>? onEpoch)
+    {
+        using var opt = AdamW(probe.named_parameters(), lr, weightDecay);
+        var history = new List<ProbeEpoch>();
+        probe.train();
+        double current = 0;
+        for (int epoch = 0; epoch < epochs; epoch++)
+        {
+            using var generator = Training.RunCheckpoint.StepGenerator(seed, epoch, stream: 1);
+            var batches = Batches(n, batchSize, generator);
+            double sum = 0;
+            for (int it = 0; it < batches.Count; it++)
+            {
+                using var scope = torch.NewDisposeScope();
+                current = LearningRate(epoch + (double)it / batches.Count, epochs, warmupEpochs, lr, minLr);
+                SetLearningRate(opt, current);
+                var loss = lossOf(batches[it]);
+                opt.zero_grad();
+                loss.backward();
+                opt.step();
+                double l = loss.item<float>();
+                if (!double.IsNaN(l)) sum += l * batches[it].shape[0];
+            }
+            foreach (var b in batches) b.Dispose();
+            var e = new ProbeEpoch(epoch + 1, sum / n, current);
+            history.Add(e);
+            onEpoch?.Invoke(e);
+        }
+        probe.eval();
+        return history;
+    }
 }

@@ -98,37 +98,14 @@ public sealed class SegmentationProbe : nn.Module<Tensor, Tensor>
         CheckLabels(labels, NumClasses, config.IgnoreIndex);
         var device = conv_seg.weight!.device;
         long h = labels.shape[1], w = labels.shape[2];
-        using var opt = ProbeSchedule.AdamW(named_parameters(), config.LearningRate, config.WeightDecay);
-        var history = new List<ProbeEpoch>();
-        train();
-        double lr = 0;
-        for (int epoch = 0; epoch < config.Epochs; epoch++)
-        {
-            using var generator = RunCheckpoint.StepGenerator(config.Seed, epoch, stream: 1);
-            var batches = ProbeSchedule.Batches(n, config.BatchSize, generator);
-            double sum = 0;
-            for (int it = 0; it < batches.Count; it++)
+        // A batch whose pixels are all ignored gives a NaN loss; Train leaves it out of the epoch mean.
+        return ProbeSchedule.Train(this, n, config.Epochs, config.BatchSize, config.WarmupEpochs, config.LearningRate,
+            config.MinLearningRate, config.WeightDecay, config.Seed, idx =>
             {
-                using var scope = torch.NewDisposeScope();
-                lr = ProbeSchedule.LearningRate(epoch + (double)it / batches.Count, config.Epochs, config.WarmupEpochs, config.LearningRate, config.MinLearningRate);
-                ProbeSchedule.SetLearningRate(opt, lr);
-                var idx = batches[it];
                 var x = features.index_select(0, idx).to(ScalarType.Float32).to(device);
                 var y = labels.index_select(0, idx).to(ScalarType.Int64).to(device);
-                var loss = nn.functional.cross_entropy(Logits(x, h, w), y, ignore_index: config.IgnoreIndex);
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
-                double l = loss.item<float>();
-                if (!double.IsNaN(l)) sum += l * idx.shape[0];   // NaN only when a batch is all ignore pixels
-            }
-            foreach (var b in batches) b.Dispose();
-            var e = new ProbeEpoch(epoch + 1, sum / n, lr);
-            history.Add(e);
-            onEpoch?.Invoke(e);
-        }
-        eval();
-        return history;
+                return nn.functional.cross_entropy(Logits(x, h, w), y, ignore_index: config.IgnoreIndex);
+            }, onEpoch);
     }
 
     /// <summary>mIoU, pixel accuracy and the confusion matrix on features [N, D, h, w] and labels [N, H, W] (eval mode).</summary>
