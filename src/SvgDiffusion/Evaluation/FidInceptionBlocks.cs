@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Evaluation;
 
@@ -12,13 +13,13 @@ namespace SvgDiffusion.Evaluation;
 /// <summary>Convolution without bias, batch norm (eps 0.001), ReLU.</summary>
 public sealed class BasicConv2d : Module<Tensor, Tensor>
 {
-    readonly Conv2d conv;
+    readonly ConvLayer conv;
     readonly BatchNorm2d bn;
 
     public BasicConv2d(long inChannels, long outChannels, (long, long) kernel, (long, long)? stride = null, (long, long)? padding = null)
         : base(nameof(BasicConv2d))
     {
-        conv = Conv2d(inChannels, outChannels, kernel, stride: stride ?? (1, 1), padding: padding ?? (0, 0), bias: false);
+        conv = new ConvLayer(inChannels, outChannels, kernel, stride: stride ?? (1, 1), padding: padding ?? (0, 0), bias: false);
         bn = BatchNorm2d(outChannels, eps: 0.001);
         RegisterComponents();
     }

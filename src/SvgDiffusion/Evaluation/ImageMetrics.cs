@@ -31,7 +31,7 @@ public static class ImageMetrics
         var g = torch.exp(-(coords * coords) / (2 * sigma * sigma));
         g = g / g.sum();
         var window = (g.unsqueeze(1) * g.unsqueeze(0)).expand(c, 1, windowSize, windowSize).contiguous().to(x.device);
-        Tensor Filter(Tensor t) => nn.functional.conv2d(t, window, groups: c);
+        Tensor Filter(Tensor t) => SvgDiffusion.Runtime.Convolution.Conv2d(t, window, groups: c);
         var muX = Filter(x); var muY = Filter(y);
         var sxx = Filter(x * x) - muX * muX;
         var syy = Filter(y * y) - muY * muY;

@@ -2,6 +2,7 @@ using SvgDiffusion.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Evaluation.Probes;
 
@@ -41,7 +42,7 @@ public sealed record SegmentationProbeResult(SegmentationMetrics Validation, IRe
 public sealed class SegmentationProbe : nn.Module<Tensor, Tensor>
 {
     readonly BatchNorm2d bn;
-    readonly Conv2d conv_seg;
+    readonly ConvLayer conv_seg;
 
     public int FeatureDim { get; }
     public int NumClasses { get; }
@@ -52,14 +53,14 @@ public sealed class SegmentationProbe : nn.Module<Tensor, Tensor>
         FeatureDim = featureDim;
         NumClasses = numClasses;
         bn = nn.BatchNorm2d(featureDim);
-        conv_seg = nn.Conv2d(featureDim, numClasses, 1);
+        conv_seg = new ConvLayer(featureDim, numClasses, 1);
         using (torch.no_grad())
         {
             // Set explicitly rather than trusting the native defaults.
             bn.weight!.fill_(1.0);
             bn.bias!.zero_();
-            nn.init.normal_(conv_seg.weight!, 0.0, 0.01, generator);
-            conv_seg.bias!.zero_();
+            nn.init.normal_(conv_seg.Weight, 0.0, 0.01, generator);
+            conv_seg.Bias!.zero_();
         }
         RegisterComponents();
     }
@@ -96,7 +97,7 @@ public sealed class SegmentationProbe : nn.Module<Tensor, Tensor>
         CheckPair(features, labels);
         if (n < 2) throw new SvgdException("a segmentation probe needs at least 2 training images (batch norm)");
         CheckLabels(labels, NumClasses, config.IgnoreIndex);
-        var device = conv_seg.weight!.device;
+        var device = conv_seg.Weight.device;
         long h = labels.shape[1], w = labels.shape[2];
         // A batch whose pixels are all ignored gives a NaN loss; Train leaves it out of the epoch mean.
         return ProbeSchedule.Train(this, n, config.Epochs, config.BatchSize, config.WarmupEpochs, config.LearningRate,
@@ -114,7 +115,7 @@ public sealed class SegmentationProbe : nn.Module<Tensor, Tensor>
         CheckPair(features, labels);
         eval();
         var metrics = new SegmentationMetrics(NumClasses, ignoreIndex);
-        var device = conv_seg.weight!.device;
+        var device = conv_seg.Weight.device;
         for (long s = 0; s < features.shape[0]; s += batchSize)
         {
             using var scope = torch.NewDisposeScope();

@@ -3,6 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
@@ -17,11 +18,11 @@ public sealed class Decoder : nn.Module
 {
     public DecoderConfig Config { get; }
 
-    readonly Conv2d conv_in;
+    readonly ConvLayer conv_in;
     readonly MidBlock mid;
     readonly ModuleList<DecoderLevel> up;
     readonly GroupNorm norm_out;
-    readonly Conv2d conv_out;
+    readonly ConvLayer conv_out;
 
     public Decoder(DecoderConfig config) : base("Decoder")
     {
@@ -29,7 +30,7 @@ public sealed class Decoder : nn.Module
         int levels = config.NumResolutions;
         int blockIn = config.Ch * config.ChMult[levels - 1];
         int res = config.LatentResolution;
-        conv_in = Conv2d(config.ZChannels, blockIn, 3, padding: 1);
+        conv_in = new ConvLayer(config.ZChannels, blockIn, 3, padding: 1);
         mid = new MidBlock(blockIn, config.Dropout);
         var built = new DecoderLevel[levels];
         for (int level = levels - 1; level >= 0; level--)
@@ -42,7 +43,7 @@ public sealed class Decoder : nn.Module
         }
         up = new ModuleList<DecoderLevel>(built);
         norm_out = Normalize(blockIn);
-        conv_out = Conv2d(blockIn, config.OutCh, 3, padding: 1);
+        conv_out = new ConvLayer(blockIn, config.OutCh, 3, padding: 1);
         RegisterComponents();
     }
 
@@ -61,7 +62,7 @@ public sealed class Decoder : nn.Module
     }
 
     /// <summary>The output convolution's weight: where the adaptive GAN weight compares gradient norms.</summary>
-    public Parameter LastLayerWeight => conv_out.weight!;
+    public Parameter LastLayerWeight => conv_out.Weight;
 
     /// <param name="latent">[B, z_channels, h, w].</param>
     /// <returns>[B, out_ch, h * 2^(levels-1), w * 2^(levels-1)].</returns>

@@ -3,6 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
@@ -19,7 +20,7 @@ public sealed class ResidualEncoder : nn.Module
 #pragma warning disable IDE0044 // registered by name
     Parameter class_token;
 #pragma warning restore IDE0044
-    readonly Conv2d conv_proj;
+    readonly ConvLayer conv_proj;
     readonly TransformerEncoder encoder;
     readonly Sequential heads;
 
@@ -27,7 +28,7 @@ public sealed class ResidualEncoder : nn.Module
     {
         Config = config.Validate("residual_vit config");
         int d = config.Hidden;
-        conv_proj = Conv2d(3, d, config.PatchSize, stride: config.PatchSize);
+        conv_proj = new ConvLayer(3, d, config.PatchSize, stride: config.PatchSize);
         // The class token only takes part in attention; it is dropped before the head.
         class_token = new Parameter(torch.zeros(1, 1, d));
         encoder = new TransformerEncoder(config);
@@ -58,17 +59,17 @@ public sealed class TransformerEncoder : Module<Tensor, Tensor>
     Parameter pos_embedding;
 #pragma warning restore IDE0044
     readonly Dropout dropout;
-    // Keyed encoder_layer_N, the names torchvision gives its OrderedDict of blocks.
-    readonly ModuleDict<ResidualEncoderLayer> layers;
+    // Keyed encoder_layer_N, the names torchvision gives its OrderedDict of blocks. A Sequential, not a
+    // ModuleDict: TorchSharp 0.107's ModuleDict cannot be converted with .to(dtype).
+    readonly Sequential layers;
     readonly LayerNorm ln;
 
     public TransformerEncoder(ResidualEncoderConfig cfg) : base("encoder")
     {
         pos_embedding = new Parameter(torch.randn(1, cfg.NumPatches + 1, cfg.Hidden) * 0.02);
         dropout = Dropout(cfg.Dropout);
-        layers = new ModuleDict<ResidualEncoderLayer>();
-        for (int i = 0; i < cfg.Layers; i++)
-            layers.Add(($"encoder_layer_{i}", new ResidualEncoderLayer($"encoder_layer_{i}", cfg)));
+        layers = Sequential(Enumerable.Range(0, cfg.Layers)
+            .Select(i => ($"encoder_layer_{i}", (Module<Tensor, Tensor>)new ResidualEncoderLayer($"encoder_layer_{i}", cfg))).ToArray());
         ln = LayerNorm(cfg.Hidden, cfg.LayerNormEps);
         RegisterComponents();
     }
@@ -77,7 +78,6 @@ public sealed class TransformerEncoder : Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         x = dropout.forward(x + pos_embedding);
-        foreach (var (_, layer) in layers) x = layer.forward(x);
-        return ln.forward(x).MoveToOuterDisposeScope();
+        return ln.forward(layers.forward(x)).MoveToOuterDisposeScope();
     }
 }

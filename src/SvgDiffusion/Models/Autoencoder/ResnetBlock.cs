@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
@@ -9,19 +10,19 @@ namespace SvgDiffusion.Models.Autoencoder;
 public sealed class ResnetBlock : Module<Tensor, Tensor>
 {
     readonly GroupNorm norm1, norm2;
-    readonly Conv2d conv1, conv2;
+    readonly ConvLayer conv1, conv2;
     readonly Dropout dropout;
     // A 1x1 projection only where the width changes, named as in LDM's checkpoints.
-    readonly Conv2d? nin_shortcut;
+    readonly ConvLayer? nin_shortcut;
 
     public ResnetBlock(string name, int inChannels, int outChannels, double dropout) : base(name)
     {
         norm1 = Decoder.Normalize(inChannels);
-        conv1 = Conv2d(inChannels, outChannels, 3, padding: 1);
+        conv1 = new ConvLayer(inChannels, outChannels, 3, padding: 1);
         norm2 = Decoder.Normalize(outChannels);
         this.dropout = Dropout(dropout);
-        conv2 = Conv2d(outChannels, outChannels, 3, padding: 1);
-        if (inChannels != outChannels) nin_shortcut = Conv2d(inChannels, outChannels, 1);
+        conv2 = new ConvLayer(outChannels, outChannels, 3, padding: 1);
+        if (inChannels != outChannels) nin_shortcut = new ConvLayer(inChannels, outChannels, 1);
         RegisterComponents();
     }
 

@@ -2,17 +2,18 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
 /// <summary>Nearest-neighbour x2 followed by a 3x3 conv, which smooths the blockiness of the copy.</summary>
 public sealed class Upsample : Module<Tensor, Tensor>
 {
-    readonly Conv2d conv;
+    readonly ConvLayer conv;
 
     public Upsample(int channels) : base("upsample")
     {
-        conv = Conv2d(channels, channels, 3, padding: 1);
+        conv = new ConvLayer(channels, channels, 3, padding: 1);
         RegisterComponents();
     }
 

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Dinov3;
 
@@ -138,10 +139,10 @@ public sealed class DinoVisionTransformer : nn.Module, Encoders.IFrozenEncoder
 
 public sealed class PatchEmbed : Module<Tensor, Tensor>
 {
-    readonly Conv2d proj;
+    readonly ConvLayer proj;
     public PatchEmbed(int inChans, int dim, int patch) : base("patch_embed")
     {
-        proj = Conv2d(inChans, dim, patch, stride: patch);
+        proj = new ConvLayer(inChans, dim, patch, stride: patch);
         RegisterComponents();
     }
     public override Tensor forward(Tensor x)

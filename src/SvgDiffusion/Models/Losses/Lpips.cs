@@ -3,6 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Losses;
 
@@ -30,13 +31,13 @@ public sealed class Lpips : nn.Module
         int c = 3, k = 0;
         for (int i = 0; i < 30; i++)
         {
-            if (k < Conv.Length && Conv[k] == i) { mods.Add(($"{i}", Conv2d(c, Channels[k], 3, padding: 1))); c = Channels[k]; k++; }
+            if (k < Conv.Length && Conv[k] == i) { mods.Add(($"{i}", new ConvLayer(c, Channels[k], 3, padding: 1))); c = Channels[k]; k++; }
             else if (i is 4 or 9 or 16 or 23) mods.Add(($"{i}", MaxPool2d(2, 2)));
             else mods.Add(($"{i}", ReLU()));
         }
         features = Sequential(mods);
         lins = new ModuleList<Sequential>(SliceChannels.Select(ch =>
-            Sequential(("0", (Module<Tensor, Tensor>)Dropout(0.5)), ("1", Conv2d(ch, 1, 1, bias: false)))).ToArray());
+            Sequential(("0", (Module<Tensor, Tensor>)Dropout(0.5)), ("1", new ConvLayer(ch, 1, 1, bias: false)))).ToArray());
         shift = torch.tensor(new float[] { -0.030f, -0.088f, -0.188f }).view(1, 3, 1, 1);
         scale = torch.tensor(new float[] { 0.458f, 0.448f, 0.450f }).view(1, 3, 1, 1);
         RegisterComponents();

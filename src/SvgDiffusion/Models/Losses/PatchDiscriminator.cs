@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Losses;
 
@@ -18,7 +19,7 @@ public sealed class PatchDiscriminator : Module<Tensor, Tensor>
     {
         var mods = new List<(string, Module<Tensor, Tensor>)>
         {
-            ("0", Conv2d(inChannels, ndf, 4, stride: 2, padding: 1)),
+            ("0", new ConvLayer(inChannels, ndf, 4, stride: 2, padding: 1)),
             ("1", LeakyReLU(0.2, inplace: true)),
         };
         int mult = 1;
@@ -27,11 +28,11 @@ public sealed class PatchDiscriminator : Module<Tensor, Tensor>
             int prev = mult;
             mult = Math.Min(1 << n, 8);
             long stride = n < layers ? 2 : 1;
-            mods.Add(($"{mods.Count}", Conv2d(ndf * prev, ndf * mult, 4, stride: stride, padding: 1, bias: false)));
+            mods.Add(($"{mods.Count}", new ConvLayer(ndf * prev, ndf * mult, 4, stride: stride, padding: 1, bias: false)));
             mods.Add(($"{mods.Count}", BatchNorm2d(ndf * mult)));
             mods.Add(($"{mods.Count}", LeakyReLU(0.2, inplace: true)));
         }
-        mods.Add(($"{mods.Count}", Conv2d(ndf * mult, 1, 4, stride: 1, padding: 1)));
+        mods.Add(($"{mods.Count}", new ConvLayer(ndf * mult, 1, 4, stride: 1, padding: 1)));
         main = Sequential(mods);
         RegisterComponents();
         Initialise();
@@ -43,7 +44,7 @@ public sealed class PatchDiscriminator : Module<Tensor, Tensor>
         using var _ = torch.no_grad();
         foreach (var m in main.children())
         {
-            if (m is Conv2d conv) { conv.weight!.normal_(0, 0.02); conv.bias?.zero_(); }
+            if (m is ConvLayer conv) { conv.Weight.normal_(0, 0.02); conv.Bias?.zero_(); }
             else if (m is BatchNorm2d bn) { bn.weight!.normal_(1, 0.02); bn.bias!.zero_(); }
         }
     }

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.ResNet;
 
@@ -62,9 +63,9 @@ public readonly record struct CntkPads(int Begin, int End)
 /// <summary>torchvision's BasicBlock: two 3x3 convs with BatchNorm, identity or 1x1-conv shortcut.</summary>
 public sealed class BasicBlock : Module<Tensor, Tensor>
 {
-    readonly Conv2d conv1;
+    readonly ConvLayer conv1;
     readonly FrozenBatchNorm2d bn1;
-    readonly Conv2d conv2;
+    readonly ConvLayer conv2;
     readonly FrozenBatchNorm2d bn2;
     readonly Sequential? downsample;
 
@@ -73,12 +74,12 @@ public sealed class BasicBlock : Module<Tensor, Tensor>
     public BasicBlock(long inChannels, long channels, int stride) : base("BasicBlock")
     {
         Stride = stride;
-        conv1 = Conv2d(inChannels, channels, 3, stride: stride, padding: 1, bias: false);
+        conv1 = new ConvLayer(inChannels, channels, 3, stride: stride, padding: 1, bias: false);
         bn1 = new FrozenBatchNorm2d(channels);
-        conv2 = Conv2d(channels, channels, 3, stride: 1, padding: 1, bias: false);
+        conv2 = new ConvLayer(channels, channels, 3, stride: 1, padding: 1, bias: false);
         bn2 = new FrozenBatchNorm2d(channels);
         if (stride != 1 || inChannels != channels)
-            downsample = Sequential(("0", Conv2d(inChannels, channels, 1, stride: stride, bias: false)), ("1", new FrozenBatchNorm2d(channels)));
+            downsample = Sequential(("0", new ConvLayer(inChannels, channels, 1, stride: stride, bias: false)), ("1", new FrozenBatchNorm2d(channels)));
         RegisterComponents();
     }
 
@@ -116,7 +117,7 @@ public sealed class ResNet18 : Module<Tensor, Tensor>
     /// </summary>
     public static readonly int[] Blocks = { 2, 2, 2, 3 };
 
-    readonly Conv2d conv1;
+    readonly ConvLayer conv1;
     readonly FrozenBatchNorm2d bn1;
     readonly ModuleList<BasicBlock>[] layers;
 
@@ -126,7 +127,7 @@ public sealed class ResNet18 : Module<Tensor, Tensor>
     public ResNet18(int layers = 4) : base("ResNet18")
     {
         if (layers is < 1 or > 4) throw new SvgdException($"ResNet-18 has 4 residual stages; cannot build {layers}");
-        conv1 = Conv2d(3, 64, 7, stride: 2, padding: 3, bias: false);
+        conv1 = new ConvLayer(3, 64, 7, stride: 2, padding: 3, bias: false);
         bn1 = new FrozenBatchNorm2d(64);
         RegisterComponents();
         this.layers = new ModuleList<BasicBlock>[layers];
