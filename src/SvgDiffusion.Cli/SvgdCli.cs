@@ -28,6 +28,7 @@ public static class SvgdCli
         root.Subcommands.Add(ProbeCommand.Create(cli));
         root.Subcommands.Add(ExportCommand.Create(cli));
         root.Subcommands.Add(BenchCommand.Create(cli));
+        root.Subcommands.Add(DoctorCommand.Create(cli));
         return root;
     }
 
@@ -41,15 +42,24 @@ public static class SvgdCli
         }
         var cli = new CliContext(console, errors ?? Console.Error);
         SvgDiffusion.Runtime.TorchRuntime.EnsureInitialized();
+        SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
         var root = Build(cli);
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
     }
 
-    /// <summary>Wraps a command body: user errors become one line, not a stack trace.</summary>
-    internal static Func<ParseResult, int> Guard(CliContext cli, Func<ParseResult, int> body) => parse =>
+    /// <summary>
+    /// Wraps a command body: user errors become one line, not a stack trace. Before the body the
+    /// kernel verdict for this machine is settled (cached after the first run), so no command computes
+    /// on a kernel that has not been checked here.
+    /// </summary>
+    internal static Func<ParseResult, int> Guard(CliContext cli, Func<ParseResult, int> body, bool checkKernels = true) => parse =>
     {
-        try { return body(parse); }
+        try
+        {
+            if (checkKernels) SvgDiffusion.Runtime.KernelGuard.Ensure();
+            return body(parse);
+        }
         catch (SvgdException e)
         {
             cli.Errors.WriteLine($"error: {e.Message}");

@@ -28,6 +28,36 @@ public static class Throughput
         return 2.0 * n * n * n / best / 1e9;
     }
 
+    /// <summary>
+    /// Matmul GFLOP/s at the largest square size up to <paramref name="maxN"/> whose single product
+    /// fits in a fraction of <paramref name="budgetSeconds"/>: bf16 on CPUs without native bf16
+    /// instructions runs at well under 1 GFLOP/s, where a fixed 2048^3 would take minutes.
+    /// </summary>
+    public static (double Gflops, int N) MatmulGflopsWithin(ScalarType dtype, double budgetSeconds, int maxN = 2048)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.inference_mode();
+        int n = 256;
+        double best = 0;
+        while (true)
+        {
+            using var a = torch.randn(n, n).to(dtype);
+            using var b = torch.randn(n, n).to(dtype);
+            a.matmul(b).Dispose();
+            double fastest = double.MaxValue;
+            for (int i = 0; i < 3; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                a.matmul(b).Dispose();
+                fastest = Math.Min(fastest, sw.Elapsed.TotalSeconds);
+            }
+            best = 2.0 * n * n * n / fastest / 1e9;
+            // The next size costs 8x: stop while the whole measurement stays inside the budget.
+            if (n * 2 > maxN || fastest * 8 * 4 > budgetSeconds) return (best, n);
+            n *= 2;
+        }
+    }
+
     /// <summary>Median seconds of <paramref name="run"/> after <paramref name="warmup"/> untimed calls.</summary>
     public static double MedianSeconds(Action run, int warmup = 1, int repeats = 3)
     {

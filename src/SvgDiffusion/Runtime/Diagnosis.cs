@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using SvgDiffusion.Evaluation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Runtime;
+
+/// <summary>Everything <c>svgd doctor</c> reports about this machine, as data (the CLI prints it, <c>--json</c> serialises it).</summary>
+public sealed record DiagnosisReport
+{
+    public required string CpuModel { get; init; }
+    public required string CpuVendor { get; init; }
+    public required int CpuFamily { get; init; }
+    public required int CpuModelNumber { get; init; }
+    /// <summary>Each flag of <see cref="CpuInfo.KernelFlags"/> with whether the CPU reports it.</summary>
+    public required Dictionary<string, bool> IsaFlags { get; init; }
+    public required int LogicalCores { get; init; }
+    public required int TorchThreads { get; init; }
+    public required string LibTorch { get; init; }
+    public required string LibTorchPath { get; init; }
+    public string? OneDnn { get; init; }
+    public string? Mkl { get; init; }
+    public string? CpuCapability { get; init; }
+    public required string LibStdCxx { get; init; }
+    /// <summary>Environment variables that steer oneDNN, MKL or OpenMP, as set for this process.</summary>
+    public required Dictionary<string, string> KernelEnvironment { get; init; }
+    public required string MachineKey { get; init; }
+    public required KernelVerdict Verdict { get; init; }
+    /// <summary>Convolutions on the unpadded oneDNN path: what the workaround protects against here.</summary>
+    public required List<KernelCheckResult> NativeConv { get; init; }
+    public required double CheckSeconds { get; init; }
+    public required double MatmulFp32Gflops { get; init; }
+    public required int MatmulFp32Size { get; init; }
+    public required double MatmulBf16Gflops { get; init; }
+    public required int MatmulBf16Size { get; init; }
+    /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
+    public bool Failed => !Verdict.AllPassed;
+}
+
+/// <summary>The doctor's work: machine facts, a fresh kernel check (cached for later processes), the unpadded conv for comparison, and GEMM throughput.</summary>
+public static class Diagnosis
+{
+    public static DiagnosisReport Run()
+    {
+        var cpu = CpuInfo.Current;
+        var versions = LibTorchNative.Versions();
+        var sw = Stopwatch.StartNew();
+        var verdict = KernelGuard.Recheck();
+        double checkSeconds = sw.Elapsed.TotalSeconds;
+
+        // The unpadded path, only for the report; oneDNN must be on for it to mean anything.
+        bool onednn = LibTorchNative.OneDnnEnabled;
+        LibTorchNative.OneDnnEnabled = true;
+        List<KernelCheckResult> native;
+        try { native = KernelCheck.Run(ConvPath.Native, includeNonConv: false); }
+        finally { LibTorchNative.OneDnnEnabled = onednn; }
+
+        var (fp32, fp32Size) = Throughput.MatmulGflopsWithin(ScalarType.Float32, budgetSeconds: 1.5);
+        var (bf16, bf16Size) = Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 1.5);
+        return new DiagnosisReport
+        {
+            CpuModel = cpu.Model,
+            CpuVendor = cpu.Vendor,
+            CpuFamily = cpu.Family,
+            CpuModelNumber = cpu.ModelNumber,
+            IsaFlags = CpuInfo.KernelFlags.ToDictionary(f => f, cpu.Has),
+            LogicalCores = cpu.LogicalCores,
+            TorchThreads = torch.get_num_threads(),
+            LibTorch = versions.LibTorch,
+            LibTorchPath = LibTorchNative.NativePath(),
+            OneDnn = versions.OneDnn,
+            Mkl = versions.Mkl,
+            CpuCapability = versions.CpuCapability,
+            LibStdCxx = TorchRuntime.Compat switch
+            {
+                LibStdCxxCompat.ShimLoaded => "system libstdc++ lacks GLIBCXX_3.4.32: patched libLibTorchSharp.so + shim loaded",
+                _ => "system libstdc++ is new enough: TorchSharp as shipped",
+            },
+            KernelEnvironment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+                .Select(e => ((string)e.Key, e.Value as string ?? ""))
+                .Where(e => e.Item1.StartsWith("ONEDNN_", StringComparison.Ordinal) || e.Item1.StartsWith("DNNL_", StringComparison.Ordinal)
+                            || e.Item1.StartsWith("MKL_", StringComparison.Ordinal) || e.Item1.StartsWith("OMP_", StringComparison.Ordinal)
+                            || e.Item1.StartsWith("SVGD_", StringComparison.Ordinal) || e.Item1 == "ATEN_CPU_CAPABILITY")
+                .OrderBy(e => e.Item1, StringComparer.Ordinal)
+                .ToDictionary(e => e.Item1, e => e.Item2),
+            MachineKey = verdict.MachineKey,
+            Verdict = verdict,
+            NativeConv = native,
+            CheckSeconds = checkSeconds,
+            MatmulFp32Gflops = fp32,
+            MatmulFp32Size = fp32Size,
+            MatmulBf16Gflops = bf16,
+            MatmulBf16Size = bf16Size,
+        };
+    }
+}
