@@ -24,6 +24,25 @@ internal sealed class AutoencoderOptions
 
     public IEnumerable<Option> All => new Option[] { Autoencoder, Preset, Config, Encoder };
 
+    /// <summary>
+    /// Compute precision of encode/decode. fp64 is the machine-independent reference: float64 reaches no
+    /// oneDNN kernel, so its result is the same on every CPU (about 10x slower); compare a machine's
+    /// fp32 output with it when numbers look off.
+    /// </summary>
+    public static Option<string> PrecisionOption() => new("--precision")
+    {
+        Description = "Compute precision: fp32, bf16, or fp64 (float64 throughout, no oneDNN kernel: the same numbers on every CPU, slow; for checking a machine). Outputs are written as fp32.",
+        DefaultValueFactory = _ => "fp32",
+    };
+
+    public static ScalarType ParsePrecision(string s) => s.ToLowerInvariant() switch
+    {
+        "fp32" or "float32" => ScalarType.Float32,
+        "bf16" or "bfloat16" => ScalarType.BFloat16,
+        "fp64" or "float64" => ScalarType.Float64,
+        _ => throw new SvgdException($"--precision must be fp32, bf16 or fp64, not '{s}'"),
+    };
+
     public SvgAutoencoderConfig? ResolveConfig(ParseResult p)
     {
         string? preset = p.GetValue(Preset), config = p.GetValue(Config);

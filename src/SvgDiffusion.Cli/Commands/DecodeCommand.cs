@@ -16,13 +16,16 @@ internal static class DecodeCommand
         var key = new Option<string>("--key") { Description = "Name of the latent tensor.", DefaultValueFactory = _ => "latent" };
         var output = new Option<string>("--out") { Description = "A folder for one PNG per latent, or a .safetensors file for the tensor 'images' in [-1, 1].", Required = true };
         var batch = new Option<int>("--batch-size") { Description = "Latents per decoder pass.", DefaultValueFactory = _ => 8 };
-        var cmd = new Command("decode", "Decode SVG latents into images (PNGs, or a tensor in [-1, 1]).") { latents, key, output, batch };
+        var precision = AutoencoderOptions.PrecisionOption();
+        var cmd = new Command("decode", "Decode SVG latents into images (PNGs, or a tensor in [-1, 1]).") { latents, key, output, batch, precision };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             string latentPath = p.GetValue(latents)!, k = p.GetValue(key)!, outPath = p.GetValue(output)!;
             int bs = Math.Max(1, p.GetValue(batch));
+            var dtype = AutoencoderOptions.ParsePrecision(p.GetValue(precision)!);
             using var model = ae.Load(p);
+            model.to(dtype);
             var z = SafeTensors.Load(latentPath, new[] { k })[k];
             if (z.dim() != 4 || z.shape[1] != model.Config.LatentChannels)
                 throw new SvgdException($"{latentPath}: '{k}' has shape {Checkpoint.Shape(z.shape)}, but this autoencoder decodes [B, {model.Config.LatentChannels}, h, w] latents");
@@ -36,7 +39,7 @@ internal static class DecodeCommand
                     using var scope = torch.NewDisposeScope();
                     using var _ = torch.inference_mode();
                     int n = Math.Min(bs, count - s);
-                    var images = model.Decode(z.narrow(0, s, n).to(ScalarType.Float32));
+                    var images = model.Decode(z.narrow(0, s, n).to(dtype)).to(ScalarType.Float32);
                     if (toTensor) parts.Add(images.MoveToOuterDisposeScope());
                     else for (int i = 0; i < n; i++) ImageFiles.SavePng(images[i].clamp(-1, 1), Path.Combine(outPath, $"{s + i:D6}.png"));
                     step(n);
