@@ -183,28 +183,45 @@ public class KernelTests
         Reference.Close(expectedImages, images, 1e-4, "bundled decoder vs its float64 reference");
     }
 
-    [Fact]
-    public void DecodingUnderAnotherOneDnnIsaGivesTheSamePixels()
+    /// <summary>Runs svgd in its own process: oneDNN reads ONEDNN_MAX_CPU_ISA once per process.</summary>
+    static void RunSvgdUnderIsa(string isa, params string[] args)
     {
-        // oneDNN reads ONEDNN_MAX_CPU_ISA once per process, so the other ISA needs its own process.
-        string outFile = Path.Combine(Reference.TempDir(), "sse41.safetensors");
         var psi = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             WorkingDirectory = Reference.RepoRoot,
         };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "svgd.dll"), "decode", "--autoencoder", BundledAutoencoder,
-                     "--latents", Path.Combine(Fp64Dir, "latent.safetensors"), "--batch-size", "40", "--out", outFile })
-            psi.ArgumentList.Add(a);
-        psi.Environment["ONEDNN_MAX_CPU_ISA"] = "SSE41";
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "svgd.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["ONEDNN_MAX_CPU_ISA"] = isa;
         using var p = Process.Start(psi)!;
-        string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string stderr = p.StandardError.ReadToEnd();
         p.WaitForExit();
-        Assert.True(p.ExitCode == 0, stderr + stdout);
+        Assert.True(p.ExitCode == 0, stderr + stdout.Result);
+    }
+
+    [Fact]
+    public void BundledDecodingUnderAnotherOneDnnIsaGivesTheSamePixels()
+    {
+        string outFile = Path.Combine(Reference.TempDir(), "sse41.safetensors");
+        RunSvgdUnderIsa("SSE41", "decode", "--autoencoder", BundledAutoencoder,
+            "--latents", Path.Combine(Fp64Dir, "latent.safetensors"), "--batch-size", "40", "--out", outFile);
         var expected = SafeTensors.Load(Path.Combine(Fp64Dir, "images.safetensors"))["images"];
-        var actual = SafeTensors.Load(outFile)["images"];
-        Reference.Close(expected, actual, 1e-4, "decode under ONEDNN_MAX_CPU_ISA=SSE41 vs float64");
+        Reference.Close(expected, SafeTensors.Load(outFile)["images"], 1e-4, "bundled decode under ONEDNN_MAX_CPU_ISA=SSE41 vs float64");
+    }
+
+    [Fact]
+    public void ReleasedConfigDecodingUnderAnotherOneDnnIsaMatchesTheReference()
+    {
+        // The released architecture's decoder (72 latent channels here: off the vector width too).
+        string outFile = Path.Combine(Reference.TempDir(), "sse41.safetensors");
+        RunSvgdUnderIsa("SSE41", "decode", "--autoencoder", Reference.File_("svg_autoencoder.ckpt"),
+            "--config", Reference.File_("svg_autoencoder.json"), "--latents", Reference.File_("svg_autoencoder.io.safetensors"),
+            "--key", "latent", "--out", outFile);
+        Reference.Close(Reference.Io("svg_autoencoder")["reconstruction"], SafeTensors.Load(outFile)["images"], 1e-4,
+            "released-config decode under ONEDNN_MAX_CPU_ISA=SSE41 vs PyTorch");
     }
 
     [Fact]
