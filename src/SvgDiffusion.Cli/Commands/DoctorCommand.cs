@@ -78,7 +78,8 @@ internal static class DoctorCommand
         foreach (var reason in r.Verdict.Rejected) console.MarkupLine($"rejected: {Markup.Escape(reason)}");
         console.MarkupLine($"path: [bold]{Markup.Escape(KernelGuard.Describe(r.Verdict.Path))}[/]" +
                            (r.Verdict.AllPassed ? " [green](every check passes)[/]" : " [red](some checks fail on every path: results may be wrong)[/]"));
-        console.MarkupLine($"matmul: fp32 {r.MatmulFp32Gflops:F1} GFLOP/s ({r.MatmulFp32Size}^3), bf16 {r.MatmulBf16Gflops:F1} GFLOP/s ({r.MatmulBf16Size}^3)" +
+        console.MarkupLine($"physical fp32 peak: {r.PhysicalFp32Gflops:F1} GFLOP/s ({r.VectorBits}-bit FMA on {r.TorchThreads} threads)");
+        console.MarkupLine($"library matmul: fp32 {r.MatmulFp32Gflops:F1} GFLOP/s ({r.MatmulFp32Size}^3, {r.MatmulFp32Gflops / r.PhysicalFp32Gflops:P0} of physical), bf16 {r.MatmulBf16Gflops:F1} GFLOP/s ({r.MatmulBf16Size}^3)" +
                            (r.IsaFlags.GetValueOrDefault("avx512_bf16") || r.IsaFlags.GetValueOrDefault("amx_bf16") ? "" : "; no native bf16 on this CPU: fp32 is the fast precision here"));
     }
 

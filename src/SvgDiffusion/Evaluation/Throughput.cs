@@ -5,7 +5,11 @@ using static TorchSharp.torch;
 namespace SvgDiffusion.Evaluation;
 
 /// <summary>One benchmark row: items per second and how much of the machine's matmul peak that is.</summary>
-public sealed record ThroughputResult(string Name, string Dtype, int Batch, double ItemsPerSecond, double GflopPerItem, double Gflops, double FractionOfFp32Peak, double FractionOfDtypePeak);
+public sealed record ThroughputResult(string Name, string Dtype, int Batch, double ItemsPerSecond, double GflopPerItem, double Gflops, double FractionOfFp32Peak, double FractionOfDtypePeak)
+{
+    /// <summary>GFLOP/s over the CPU's own FMA peak for the dtype (<see cref="PhysicalPeak"/>): the yardstick that does not flatter a slow library.</summary>
+    public double FractionOfPhysicalPeak { get; init; } = double.NaN;
+}
 
 /// <summary>Timing helpers shared by the benchmark project and <c>svgd bench</c>.</summary>
 public static class Throughput

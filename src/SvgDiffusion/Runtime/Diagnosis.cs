@@ -29,6 +29,9 @@ public sealed record DiagnosisReport
     /// <summary>Convolutions on the unpadded oneDNN path: what the workaround protects against here.</summary>
     public required List<KernelCheckResult> NativeConv { get; init; }
     public required double CheckSeconds { get; init; }
+    /// <summary>The CPU's own fp32 FMA rate on the torch threads (<see cref="PhysicalPeak"/>), and the vector width used.</summary>
+    public required double PhysicalFp32Gflops { get; init; }
+    public required int VectorBits { get; init; }
     public required double MatmulFp32Gflops { get; init; }
     public required int MatmulFp32Size { get; init; }
     public required double MatmulBf16Gflops { get; init; }
@@ -55,6 +58,7 @@ public static class Diagnosis
         try { native = KernelCheck.Run(ConvPath.Native, includeNonConv: false); }
         finally { LibTorchNative.OneDnnEnabled = onednn; }
 
+        double physical = PhysicalPeak.Fp32Gflops(torch.get_num_threads());
         var (fp32, fp32Size) = Throughput.MatmulGflopsWithin(ScalarType.Float32, budgetSeconds: 1.5);
         var (bf16, bf16Size) = Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 1.5);
         return new DiagnosisReport
@@ -87,6 +91,8 @@ public static class Diagnosis
             Verdict = verdict,
             NativeConv = native,
             CheckSeconds = checkSeconds,
+            PhysicalFp32Gflops = physical,
+            VectorBits = PhysicalPeak.VectorBits,
             MatmulFp32Gflops = fp32,
             MatmulFp32Size = fp32Size,
             MatmulBf16Gflops = bf16,
