@@ -304,3 +304,18 @@ public class KernelGuardSelectionTests
         finally { LibTorchNative.OneDnnEnabled = was; }
     }
 }
+
+public class PrecisionTests
+{
+    [Fact]
+    public void AutoIsBf16OnlyWhereBf16IsNative()
+    {
+        var expected = CpuInfo.Current.NativeBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        Assert.Equal(expected, Precision.Resolve("auto"));
+        Assert.Equal(ScalarType.Float32, Precision.Resolve("FP32"));
+        Assert.Equal(ScalarType.Float64, Precision.Resolve("fp64"));
+        var e = Assert.Throws<SvgdException>(() => Precision.Resolve("fp64", allowFp64: false));
+        Assert.Contains("--precision", e.Message);
+        Assert.Throws<SvgdException>(() => Precision.Resolve("half"));
+    }
+}

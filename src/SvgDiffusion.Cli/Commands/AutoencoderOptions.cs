@@ -31,17 +31,11 @@ internal sealed class AutoencoderOptions
     /// </summary>
     public static Option<string> PrecisionOption() => new("--precision")
     {
-        Description = "Compute precision: fp32, bf16, or fp64 (float64 throughout, no oneDNN kernel: the same numbers on every CPU, slow; for checking a machine). Outputs are written as fp32.",
+        Description = "Compute precision: fp32, bf16, auto (bf16 where the CPU has native bf16, else fp32), or fp64 (float64 throughout, no oneDNN kernel: the same numbers on every CPU, slow; for checking a machine). Outputs are written as fp32.",
         DefaultValueFactory = _ => "fp32",
     };
 
-    public static ScalarType ParsePrecision(string s) => s.ToLowerInvariant() switch
-    {
-        "fp32" or "float32" => ScalarType.Float32,
-        "bf16" or "bfloat16" => ScalarType.BFloat16,
-        "fp64" or "float64" => ScalarType.Float64,
-        _ => throw new SvgdException($"--precision must be fp32, bf16 or fp64, not '{s}'"),
-    };
+    public static ScalarType ParsePrecision(string s) => SvgDiffusion.Runtime.Precision.Resolve(s);
 
     public SvgAutoencoderConfig? ResolveConfig(ParseResult p)
     {
