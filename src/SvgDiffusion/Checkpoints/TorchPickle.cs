@@ -140,7 +140,7 @@ public static class TorchPickle
                 {
                     case 0x80: U8(); break;                                   // PROTO
                     case 0x95: Take(8); break;                                // FRAME
-                    case (byte)'.': return Pop();                            // STOP
+                    case (byte)'.': { var top = Pop(); return top is Mark ? throw Corrupt("STOP inside an unclosed MARK") : top; }
                     case (byte)'(': Push(Mark.Instance); break;
                     case (byte)'}': Push(new Dictionary<object, object?>()); break;
                     case (byte)']': Push(new List<object?>()); break;
