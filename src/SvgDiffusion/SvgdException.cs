@@ -6,6 +6,25 @@ namespace SvgDiffusion;
 /// </summary>
 public sealed class SvgdException : Exception
 {
-    public SvgdException(string message) : base(message) { }
-    public SvgdException(string message, Exception inner) : base(message, inner) { }
+    public SvgdException(string message) : base(OneLine(message)) { }
+    public SvgdException(string message, Exception inner) : base(OneLine(message), inner) { }
+
+    /// <summary>
+    /// Names quoted from a damaged file (a tensor key, a zip entry) can hold line breaks or terminal
+    /// control characters; escaped, the message stays the single line the CLI promises.
+    /// </summary>
+    static string OneLine(string message)
+    {
+        if (!message.Any(char.IsControl)) return message;
+        var sb = new System.Text.StringBuilder(message.Length + 16);
+        foreach (char c in message)
+        {
+            if (c == '\n') sb.Append("\\n");
+            else if (c == '\r') sb.Append("\\r");
+            else if (c == '\t') sb.Append("\\t");
+            else if (char.IsControl(c)) sb.Append($"\\u{(int)c:x4}");
+            else sb.Append(c);
+        }
+        return sb.ToString();
+    }
 }

@@ -29,7 +29,7 @@ public sealed class Checkpoint
 
     public static Checkpoint Open(string path)
     {
-        if (!File.Exists(path)) throw new SvgdException($"{path}: no such file");
+        CheckpointFile.MustExist(path);
         if (SafeTensors.LooksLikeSafeTensors(path))
         {
             var header = SafeTensors.ReadHeader(path);
@@ -69,10 +69,13 @@ public sealed class Checkpoint
 
     public static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
 
-    static int CountTensors(Dictionary<object, object?> d) => d.Values.Sum(v => v switch
+    // A pickle can build a dictionary that contains itself; the depth bound keeps that a clean error.
+    const int MaxNesting = 64;
+
+    static int CountTensors(Dictionary<object, object?> d, int depth = 0) => depth > MaxNesting ? 0 : d.Values.Sum(v => v switch
     {
         Tensor => 1,
-        Dictionary<object, object?> sub => CountTensors(sub),
+        Dictionary<object, object?> sub => CountTensors(sub, depth + 1),
         _ => 0,
     });
 
@@ -108,7 +111,7 @@ public sealed class Checkpoint
         if (node is not Dictionary<object, object?> dict)
             throw new SvgdException($"{Path}: {where} is not a dictionary of tensors");
         var result = new Dictionary<string, Tensor>();
-        Flatten(dict, "", result);
+        Flatten(dict, "", result, 0);
         if (result.Count == 0)
             throw new SvgdException($"{Path}: {where} holds no tensors (sections: {string.Join(", ", Sections().Select(s => s.Name))})");
         if (stripPrefix is { Length: > 0 })
@@ -120,14 +123,15 @@ public sealed class Checkpoint
         return result;
     }
 
-    static void Flatten(Dictionary<object, object?> d, string prefix, Dictionary<string, Tensor> into)
+    void Flatten(Dictionary<object, object?> d, string prefix, Dictionary<string, Tensor> into, int depth)
     {
+        if (depth > MaxNesting) throw new SvgdException($"{Path}: dictionaries nested more than {MaxNesting} deep (corrupt or self-referencing pickle)");
         foreach (var (k, v) in d)
         {
             string name = prefix + k;
             if (v is Tensor t) into[name] = t;
             else if (v is Dictionary<object, object?> sub && sub.Values.Any(x => x is Tensor or Dictionary<object, object?>))
-                Flatten(sub, name + ".", into);
+                Flatten(sub, name + ".", into, depth + 1);
         }
     }
 
@@ -138,4 +142,22 @@ public sealed class Checkpoint
         _ => "PyTorch legacy (pre-1.6) pickle",
     };
 
+}
+
+/// <summary>Opening checkpoint-like files with the failure named: a folder, a missing file, no permission.</summary>
+public static class CheckpointFile
+{
+    public static void MustExist(string path)
+    {
+        if (Directory.Exists(path)) throw new SvgdException($"{path}: is a directory, not a file");
+        if (!File.Exists(path)) throw new SvgdException($"{path}: no such file");
+    }
+
+    public static FileStream OpenRead(string path)
+    {
+        MustExist(path);
+        try { return File.OpenRead(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new SvgdException($"{path}: cannot open ({e.Message})"); }
+    }
 }

@@ -16,10 +16,11 @@ public sealed record SafeTensorInfo(string Name, ScalarType Dtype, string DtypeN
 public static class SafeTensors
 {
     const long MaxHeader = 100L << 20;
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     public static bool LooksLikeSafeTensors(string path)
     {
-        using var fs = File.OpenRead(path);
+        using var fs = CheckpointFile.OpenRead(path);
         if (fs.Length < 10) return false;
         Span<byte> head = stackalloc byte[9];
         fs.ReadExactly(head);
@@ -46,47 +47,82 @@ public static class SafeTensors
             throw new SvgdException($"{path}: invalid safetensors header length {n} (file has {fs.Length} bytes; truncated or not safetensors)");
         var buf = new byte[n];
         fs.ReadExactly(buf);
-        JsonObject root;
-        try { root = JsonNode.Parse(buf)?.AsObject() ?? throw new JsonException("empty"); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
-        { throw new SvgdException($"{path}: safetensors header is not valid JSON ({e.Message})"); }
-        var meta = new Dictionary<string, string>();
-        var tensors = new List<SafeTensorInfo>();
-        long dataLen = fs.Length - 8 - n;
-        foreach (var (name, node) in root)
+        // The JSON parser checks UTF-8 only when a string is decoded; checked here, a bad byte is a clean error.
+        try { _ = StrictUtf8.GetCharCount(buf); }
+        catch (DecoderFallbackException) { throw new SvgdException($"{path}: safetensors header is not valid UTF-8 text"); }
+        JsonDocument doc;
+        // Duplicate keys are allowed by the parser so that the check below can name the key.
+        try { doc = JsonDocument.Parse(buf, new JsonDocumentOptions { MaxDepth = 64 }); }
+        catch (JsonException e) { throw new SvgdException($"{path}: safetensors header is not valid JSON ({FirstLine(e.Message)})"); }
+        using (doc)
         {
-            if (name == "__metadata__")
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+                throw new SvgdException($"{path}: safetensors header is a JSON {root.ValueKind.ToString().ToLowerInvariant()}, not an object");
+            var meta = new Dictionary<string, string>();
+            var tensors = new List<SafeTensorInfo>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            long dataLen = fs.Length - 8 - n;
+            foreach (var prop in root.EnumerateObject())
             {
-                if (node is JsonObject mo) foreach (var (k, v) in mo) meta[k] = v?.GetValue<string>() ?? "";
-                continue;
+                string name = prop.Name;
+                if (!seen.Add(name)) throw new SvgdException($"{path}: safetensors header names '{name}' twice");
+                if (name == "__metadata__")
+                {
+                    if (prop.Value.ValueKind != JsonValueKind.Object)
+                        throw new SvgdException($"{path}: safetensors __metadata__ is a JSON {prop.Value.ValueKind.ToString().ToLowerInvariant()}, not an object of strings");
+                    foreach (var m in prop.Value.EnumerateObject())
+                    {
+                        if (m.Value.ValueKind != JsonValueKind.String)
+                            throw new SvgdException($"{path}: safetensors __metadata__ value of '{m.Name}' is a JSON {m.Value.ValueKind.ToString().ToLowerInvariant()}, not a string");
+                        if (!meta.TryAdd(m.Name, m.Value.GetString()!))
+                            throw new SvgdException($"{path}: safetensors __metadata__ names '{m.Name}' twice");
+                    }
+                    continue;
+                }
+                tensors.Add(ParseEntry(path, name, prop.Value, dataLen));
             }
-            try
-            {
-                var o = node!.AsObject();
-                string dt = o["dtype"]!.GetValue<string>();
-                long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
-                var off = o["data_offsets"]!.AsArray();
-                long b = off[0]!.GetValue<long>(), e = off[1]!.GetValue<long>();
-                var st = ParseDtype(path, name, dt);
-                long expect = shape.Aggregate(1L, (a, x) => a * x) * TorchPickle.ElementSize(st);
-                if (e - b != expect) throw new SvgdException($"{path}: tensor '{name}' has {e - b} bytes for shape [{string.Join(",", shape)}] {dt} (expected {expect})");
-                if (b < 0 || e > dataLen) throw new SvgdException($"{path}: tensor '{name}' lies outside the file's data (truncated file?)");
-                tensors.Add(new SafeTensorInfo(name, st, dt, shape, b, e));
-            }
-            catch (Exception ex) when (ex is NullReferenceException or InvalidOperationException or FormatException)
-            {
-                throw new SvgdException($"{path}: malformed header entry for tensor '{name}'");
-            }
+            return new Header { Path = path, DataStart = 8 + n, Tensors = tensors, Metadata = meta };
         }
-        return new Header { Path = path, DataStart = 8 + n, Tensors = tensors, Metadata = meta };
     }
 
-    static FileStream OpenRead(string path)
+    static SafeTensorInfo ParseEntry(string path, string name, JsonElement o, long dataLen)
     {
-        try { return File.OpenRead(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        { throw new SvgdException($"{path}: cannot open ({e.Message})"); }
+        SvgdException Bad(string what) => new($"{path}: tensor '{name}' in the safetensors header: {what}");
+        if (o.ValueKind != JsonValueKind.Object) throw Bad("entry is not a JSON object");
+        if (!o.TryGetProperty("dtype", out var dtEl) || dtEl.ValueKind != JsonValueKind.String) throw Bad("'dtype' is missing or not a string");
+        string dt = dtEl.GetString()!;
+        var st = ParseDtype(path, name, dt);
+        long[] shape = Longs(o, "shape", Bad);
+        long[] off = Longs(o, "data_offsets", Bad);
+        if (off.Length != 2) throw Bad($"'data_offsets' has {off.Length} entries, expected 2");
+        if (shape.Any(x => x < 0)) throw Bad($"negative dimension in shape {Checkpoint.Shape(shape)}");
+        long b = off[0], e = off[1];
+        if (b < 0 || e < b) throw Bad($"data_offsets [{b}, {e}] are not an ascending pair of positions");
+        long expect;
+        try { expect = checked(shape.Aggregate(1L, (a, x) => a * x) * TorchPickle.ElementSize(st)); }
+        catch (OverflowException) { throw Bad($"shape {Checkpoint.Shape(shape)} {dt} is too large for any file"); }
+        if (e - b != expect) throw new SvgdException($"{path}: tensor '{name}' has {e - b} bytes for shape [{string.Join(",", shape)}] {dt} (expected {expect})");
+        if (e > dataLen) throw new SvgdException($"{path}: tensor '{name}' lies outside the file's data (truncated file?)");
+        if (expect > Array.MaxLength) throw Bad($"{expect} bytes is more than one tensor can be read in (2 GB)");
+        return new SafeTensorInfo(name, st, dt, shape, b, e);
     }
+
+    static long[] Longs(JsonElement o, string key, Func<string, SvgdException> bad)
+    {
+        if (!o.TryGetProperty(key, out var a) || a.ValueKind != JsonValueKind.Array) throw bad($"'{key}' is missing or not an array");
+        var list = new List<long>();
+        foreach (var x in a.EnumerateArray())
+        {
+            if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out long v)) throw bad($"'{key}' holds {x.GetRawText()}, not a 64-bit integer");
+            list.Add(v);
+        }
+        return list.ToArray();
+    }
+
+    static string FirstLine(string s) => s.Split('\n')[0].Trim();
+
+    static FileStream OpenRead(string path) => CheckpointFile.OpenRead(path);
 
     static ScalarType ParseDtype(string path, string name, string dt) => dt switch
     {

@@ -19,7 +19,7 @@ public static class TorchLegacyPickle
     /// <summary>True when the file starts with a pickle of the legacy magic number.</summary>
     public static bool IsLegacyPickle(string path)
     {
-        using var fs = File.OpenRead(path);
+        using var fs = CheckpointFile.OpenRead(path);
         Span<byte> head = stackalloc byte[14];
         if (fs.Read(head) != 14) return false;
         // PROTO n, LONG1 of 10 bytes, the magic number little-endian.
@@ -51,7 +51,9 @@ public static class TorchLegacyPickle
         object? root = Next(deferred: true);
         if (Next() is not List<object?> keys) throw new SvgdException($"{path}: corrupt legacy file (no storage key list after the object)");
 
-        var storages = main!.Storages.ToDictionary(s => s.Key, s => s.Storage);
+        var twice = main!.Storages.GroupBy(s => s.Key).FirstOrDefault(g => g.Count() > 1);
+        if (twice != null) throw new SvgdException($"{path}: corrupt legacy file (storage '{twice.Key}' is used with two element types)");
+        var storages = main.Storages.ToDictionary(s => s.Key, s => s.Storage);
         foreach (var k in keys)
         {
             string key = k?.ToString() ?? "";
@@ -68,28 +70,38 @@ public static class TorchLegacyPickle
             storages.Remove(key);
         }
         if (storages.Count > 0) throw new SvgdException($"{path}: corrupt legacy file (no data for storage(s) {string.Join(", ", storages.Keys)})");
-        return Contiguous(root);
+        return Contiguous(root, path, 0);
     }
 
+    // A pickle can make a list or dict that contains itself; past this depth it is taken for corrupt.
+    const int MaxNesting = 64;
+
     /// <summary>Replaces the storage views made while unpickling by contiguous tensors.</summary>
-    static object? Contiguous(object? o)
+    /// <param name="done">Tensors and containers already visited, by reference: the pickle memo lets one tensor
+    /// (tied weights) or container appear in several places, and each is converted once.</param>
+    static object? Contiguous(object? o, string path, int depth, Dictionary<object, object>? done = null)
     {
+        if (depth > MaxNesting) throw new SvgdException($"{path}: containers nested more than {MaxNesting} deep (corrupt or self-referencing pickle)");
+        done ??= new Dictionary<object, object>(ReferenceEqualityComparer.Instance);
+        if (o != null && done.TryGetValue(o, out var seen)) return seen;
+        if (o is Dictionary<object, object?> or List<object?> or object?[]) done[o] = o;
         switch (o)
         {
             case Tensor t:
             {
                 var c = t.contiguous().clone();
+                done[t] = c;
                 t.Dispose();
                 return c;
             }
             case Dictionary<object, object?> d:
-                foreach (var k in d.Keys.ToList()) d[k] = Contiguous(d[k]);
+                foreach (var k in d.Keys.ToList()) d[k] = Contiguous(d[k], path, depth + 1, done);
                 return d;
             case List<object?> l:
-                for (int i = 0; i < l.Count; i++) l[i] = Contiguous(l[i]);
+                for (int i = 0; i < l.Count; i++) l[i] = Contiguous(l[i], path, depth + 1, done);
                 return l;
             case object?[] a:
-                for (int i = 0; i < a.Length; i++) a[i] = Contiguous(a[i]);
+                for (int i = 0; i < a.Length; i++) a[i] = Contiguous(a[i], path, depth + 1, done);
                 return a;
             default:
                 return o;

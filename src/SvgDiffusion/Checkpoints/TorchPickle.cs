@@ -22,7 +22,7 @@ public static class TorchPickle
 {
     public static bool IsZipPickle(string path)
     {
-        using var fs = File.OpenRead(path);
+        using var fs = CheckpointFile.OpenRead(path);
         Span<byte> magic = stackalloc byte[4];
         return fs.Read(magic) == 4 && magic[0] == (byte)'P' && magic[1] == (byte)'K' && magic[2] == 3 && magic[3] == 4;
     }
@@ -32,40 +32,25 @@ public static class TorchPickle
     {
         ZipArchive zip;
         try { zip = ZipFile.OpenRead(path); }
-        catch (InvalidDataException e) { throw new SvgdException($"{path}: not a readable PyTorch zip checkpoint ({e.Message})"); }
+        catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException or ArgumentException)
+        { throw new SvgdException($"{path}: not a readable PyTorch zip checkpoint ({e.Message.Split('\n')[0].Trim()})"); }
         using (zip)
         {
             var pkl = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') <= 1)
                 ?? throw new SvgdException($"{path}: zip archive has no data.pkl; not a PyTorch checkpoint");
             string prefix = pkl.FullName[..^"data.pkl".Length];
             var bo = zip.GetEntry(prefix + "byteorder");
-            if (bo != null)
-            {
-                using var r = new StreamReader(bo.Open());
-                if (r.ReadToEnd().Trim() == "big") throw new SvgdException($"{path}: big-endian checkpoints are not supported");
-            }
-            byte[] program = ReadEntry(path, pkl);
+            if (bo != null && System.Text.Encoding.ASCII.GetString(ZipEntries.ReadAll(bo, path)).Trim() == "big")
+                throw new SvgdException($"{path}: big-endian checkpoints are not supported");
+            byte[] program = ZipEntries.ReadAll(pkl, path);
             var machine = new Machine(path, program, key =>
             {
                 var entry = zip.GetEntry(prefix + "data/" + key)
                     ?? throw new SvgdException($"{path}: storage 'data/{key}' referenced by the pickle is missing (truncated file?)");
-                return ReadEntry(path, entry);
+                return ZipEntries.ReadAll(entry, path);
             });
             return machine.Run();
         }
-    }
-
-    static byte[] ReadEntry(string path, ZipArchiveEntry entry)
-    {
-        try
-        {
-            using var s = entry.Open();
-            var ms = new MemoryStream((int)Math.Max(0, entry.Length));
-            s.CopyTo(ms);
-            if (ms.Length != entry.Length) throw new InvalidDataException("short read");
-            return ms.ToArray();
-        }
-        catch (InvalidDataException e) { throw new SvgdException($"{path}: entry '{entry.FullName}' is corrupt ({e.Message})"); }
     }
 
     sealed record Global(string Module, string Name)
@@ -100,14 +85,14 @@ public static class TorchPickle
         public int Position => _pos;
 
         /// <summary>Storages created so far, by storage key (in deferred mode the key alone identifies one).</summary>
-        public IEnumerable<(string Key, Tensor Storage)> Storages => _storages.Select(kv => (kv.Key.Split('/')[0], kv.Value));
+        public IEnumerable<(string Key, Tensor Storage)> Storages => _storages.Select(kv => (kv.Key[..kv.Key.LastIndexOf('/')], kv.Value));
 
         SvgdException Corrupt(string why) => new($"{_path}: corrupt pickle at byte {_pos}: {why}");
 
         byte U8() => _pos < _p.Length ? _p[_pos++] : throw Corrupt("unexpected end of data (truncated file?)");
         ReadOnlySpan<byte> Take(long n)
         {
-            if (n < 0 || _pos + n > _p.Length) throw Corrupt("unexpected end of data (truncated file?)");
+            if (n < 0 || n > _p.Length - _pos) throw Corrupt("unexpected end of data (truncated file?)");
             var s = _p.AsSpan(_pos, (int)n); _pos += (int)n; return s;
         }
         ushort U16() => BitConverter.ToUInt16(Take(2));
@@ -139,6 +124,15 @@ public static class TorchPickle
 
         public object? Run()
         {
+            // Every opcode validates what it needs; this catches what a hand-crafted file can still provoke in
+            // the framework (a conversion, a collection argument), so it too reads as a corrupt file.
+            try { return RunOpcodes(); }
+            catch (Exception e) when (e is FormatException or OverflowException or InvalidCastException or ArgumentException or IndexOutOfRangeException or KeyNotFoundException)
+            { throw Corrupt(e.Message.Split('\n')[0].Trim()); }
+        }
+
+        object? RunOpcodes()
+        {
             while (true)
             {
                 byte op = U8();
@@ -146,7 +140,7 @@ public static class TorchPickle
                 {
                     case 0x80: U8(); break;                                   // PROTO
                     case 0x95: Take(8); break;                                // FRAME
-                    case (byte)'.': return Pop();                            // STOP
+                    case (byte)'.': { var top = Pop(); return top is Mark ? throw Corrupt("STOP inside an unclosed MARK") : top; }
                     case (byte)'(': Push(Mark.Instance); break;
                     case (byte)'}': Push(new Dictionary<object, object?>()); break;
                     case (byte)']': Push(new List<object?>()); break;
@@ -160,9 +154,9 @@ public static class TorchPickle
                     case 0x8a: Push(LongFrom(Take(U8()))); break;            // LONG1
                     case 0x8b: Push(LongFrom(Take(I32()))); break;           // LONG4
                     case (byte)'G': { var b = Take(8).ToArray(); Array.Reverse(b); Push(BitConverter.ToDouble(b)); break; }
-                    case (byte)'I': { var s = Line(); Push(s == "00" ? false : s == "01" ? true : long.Parse(s)); break; }
-                    case (byte)'L': Push(long.Parse(Line().TrimEnd('L'))); break;
-                    case (byte)'F': Push(double.Parse(Line(), System.Globalization.CultureInfo.InvariantCulture)); break;
+                    case (byte)'I': { var s = Line(); Push(s == "00" ? false : s == "01" ? true : Integer(s)); break; }
+                    case (byte)'L': Push(Integer(Line().TrimEnd('L'))); break;
+                    case (byte)'F': Push(double.TryParse(Line(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var fl) ? fl : throw Corrupt("FLOAT is not a number")); break;
                     case (byte)'X': Push(Encoding.UTF8.GetString(Take(U32()))); break;
                     case 0x8c: Push(Encoding.UTF8.GetString(Take(U8()))); break;
                     case 0x8d: Push(Encoding.UTF8.GetString(Take(I64()))); break;
@@ -175,11 +169,11 @@ public static class TorchPickle
                     case 0x8e: case 0x96: Push(Take(I64()).ToArray()); break;
                     case (byte)'q': _memo[U8()] = Peek(); break;
                     case (byte)'r': _memo[U32()] = Peek(); break;
-                    case (byte)'p': _memo[long.Parse(Line())] = Peek(); break;
+                    case (byte)'p': _memo[MemoKey(Line())] = Peek(); break;
                     case 0x94: _memo[_memo.Count] = Peek(); break;           // MEMOIZE
                     case (byte)'h': Push(Memo(U8())); break;
                     case (byte)'j': Push(Memo(U32())); break;
-                    case (byte)'g': Push(Memo(long.Parse(Line()))); break;
+                    case (byte)'g': Push(Memo(MemoKey(Line()))); break;
                     case (byte)'0': Pop(); break;
                     case (byte)'1': PopMark(); break;
                     case (byte)'2': Push(Peek()); break;
@@ -210,6 +204,19 @@ public static class TorchPickle
                 }
             }
         }
+
+        object Integer(string s)
+        {
+            if (long.TryParse(s, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long v)) return v;
+            if (BigInteger.TryParse(s, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var big)) return big;
+            throw Corrupt($"integer literal '{Clip(s)}' is not a number");
+        }
+
+        long MemoKey(string s) =>
+            long.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long k) ? k
+            : throw Corrupt($"memo key '{Clip(s)}' is not a number");
+
+        static string Clip(string s) => s.Length > 40 ? s[..40] + "..." : s;
 
         object? Memo(long k) => _memo.TryGetValue(k, out var v) ? v : throw Corrupt($"memo key {k} missing");
 
@@ -243,7 +250,8 @@ public static class TorchPickle
         static object LongFrom(ReadOnlySpan<byte> b)
         {
             var big = LongFromBig(b);
-            return big >= long.MinValue && big <= long.MaxValue ? (long)big : big;
+            // Boxed separately: a plain conditional would convert the long back to BigInteger.
+            return big >= long.MinValue && big <= long.MaxValue ? (object)(long)big : big;
         }
 
         object PersistentLoad(object? pid)
@@ -253,7 +261,11 @@ public static class TorchPickle
             if (t.Length >= 6 && t[5] is not null) throw Corrupt("storage views (files from PyTorch before 1.0) are not supported");
             var dtype = t[1] is Global g ? StorageDtype(g) : throw Corrupt("storage type is not a global");
             string key = t[2]?.ToString() ?? throw Corrupt("storage key missing");
-            long numel = t[4] is long n ? n : throw Corrupt("storage size missing");
+            long numel = t[4] is long n ? n : throw Corrupt("storage size is missing or not an integer");
+            if (numel < 0) throw Corrupt($"storage 'data/{key}' has negative size {numel}");
+            // Legacy storages are allocated before their data is read; the data lies in this same file.
+            if (_deferStorage && numel > _p.Length / ElementSize(dtype))
+                throw Corrupt($"storage '{key}' claims {numel} elements, more than the file holds");
             return new StorageRef(dtype, key, numel);
         }
 
@@ -285,7 +297,7 @@ public static class TorchPickle
             }
             byte[] bytes = _readStorage(s.Key);
             long elemSize = ElementSize(s.Dtype);
-            if (bytes.LongLength < s.Numel * elemSize)
+            if (s.Numel > bytes.LongLength / elemSize)
                 throw new SvgdException($"{_path}: storage 'data/{s.Key}' holds {bytes.LongLength} bytes, expected {s.Numel * elemSize} (truncated file?)");
             t = TensorBytes.FromBytes(bytes.AsSpan(0, (int)(s.Numel * elemSize)), s.Dtype, new[] { s.Numel });
             _storages[id] = t;
@@ -317,16 +329,34 @@ public static class TorchPickle
         Tensor RebuildTensor(object?[] a)
         {
             if (a.Length < 4 || a[0] is not StorageRef s) throw Corrupt("_rebuild_tensor without storage");
-            long offset = Convert.ToInt64(a[1]);
-            long[] size = ((object?[])a[2]!).Select(Convert.ToInt64).ToArray();
-            long[] stride = ((object?[])a[3]!).Select(Convert.ToInt64).ToArray();
+            long offset = a[1] is long o ? o : throw Corrupt($"storage offset of a tensor in 'data/{s.Key}' is not an integer");
+            long[] size = Ints(a[2], "size", s), stride = Ints(a[3], "stride", s);
+            string where = $"tensor of size {Checkpoint.Shape(size)} stride {Checkpoint.Shape(stride)} offset {offset} in 'data/{s.Key}'";
+            if (size.Length != stride.Length) throw Corrupt($"{where}: size and stride differ in length");
+            if (offset < 0 || size.Any(n => n < 0) || stride.Any(n => n < 0)) throw Corrupt($"{where}: negative size, stride or offset");
             var storage = Storage(s);
-            long needed = offset + 1 + size.Zip(stride, (n, st) => n == 0 ? -1 : (n - 1) * st).Sum();
             if (size.Any(n => n == 0)) return torch.empty(size, dtype: s.Dtype);
-            if (needed > storage.numel()) throw Corrupt($"tensor view exceeds its storage 'data/{s.Key}'");
+            long last = offset, numel = 1;
+            try { checked { for (int i = 0; i < size.Length; i++) last += (size[i] - 1) * stride[i]; } }
+            catch (OverflowException) { last = long.MaxValue; }
+            try { checked { foreach (long n in size) numel *= n; } }
+            catch (OverflowException) { numel = long.MaxValue; }
+            if (last >= storage.numel()) throw Corrupt($"{where}: exceeds its storage of {storage.numel()} elements");
+            // Zero strides (expanded tensors) may legitimately repeat a storage, but not into an allocation
+            // no real checkpoint asks for: that is a corrupt size, refused before it exhausts memory.
+            if (numel > (1L << 28) && numel / 64 > storage.numel())
+                throw Corrupt($"{where}: {(numel == long.MaxValue ? "over 2^63" : numel.ToString())} elements is implausibly many for a storage of {storage.numel()}");
             if (_deferStorage) return storage.as_strided(size, stride, offset); // filled later; made contiguous then
             using var view = storage.as_strided(size, stride, offset);
             return view.contiguous();
+        }
+
+        long[] Ints(object? o, string what, StorageRef s)
+        {
+            var items = o switch { object?[] t => t, List<object?> l => l.ToArray(), _ => null };
+            if (items == null || items.Any(x => x is not long))
+                throw Corrupt($"{what} of a tensor in 'data/{s.Key}' is not a tuple of integers");
+            return items.Select(x => (long)x!).ToArray();
         }
     }
 

@@ -38,6 +38,15 @@ public static class ConfigJson
         catch (JsonException e) { throw new SvgdException($"{source}: invalid value at {e.Path ?? "?"} ({FirstLine(e.Message)})"); }
     }
 
+    /// <summary>A config stored as a JSON string (checkpoint metadata); broken JSON is reported against <paramref name="source"/>.</summary>
+    public static T ParseText<T>(string json, string source)
+    {
+        JsonNode? node;
+        try { node = JsonNode.Parse(json); }
+        catch (JsonException e) { throw new SvgdException($"{source}: config is not valid JSON ({FirstLine(e.Message)})"); }
+        return Parse<T>(node, source);
+    }
+
     public static string Serialize<T>(T value) => JsonSerializer.Serialize(value, Options);
 
     static string FirstLine(string s) => s.Split('\n')[0];

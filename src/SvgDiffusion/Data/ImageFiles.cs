@@ -24,13 +24,22 @@ public static class ImageFiles
         return files;
     }
 
+    /// <summary>Largest image side and pixel count decoded: a header may claim any size, and is believed only this far.</summary>
+    public const int MaxSide = 16384;
+    public const long MaxPixels = 1L << 28;
+
     /// <summary>Decodes to RGB uint8 [3, H, W]; an alpha channel is dropped, as PIL's convert("RGB") does.</summary>
     public static Tensor LoadRgb(string path)
     {
+        if (Directory.Exists(path)) throw new SvgdException($"{path}: is a directory, not an image file");
         if (!File.Exists(path)) throw new SvgdException($"{path}: no such image file");
         using var data = SKData.Create(path);
         using var codec = data == null ? null : SKCodec.Create(data);
         if (codec == null) throw new SvgdException($"{path}: not a decodable image (corrupt or unsupported format)");
+        int w = codec.Info.Width, h = codec.Info.Height;
+        if (w <= 0 || h <= 0) throw new SvgdException($"{path}: image header gives an empty size {w}x{h}");
+        if (w > MaxSide || h > MaxSide || (long)w * h > MaxPixels)
+            throw new SvgdException($"{path}: image header claims {w}x{h} pixels, more than this program decodes ({MaxSide} a side, {MaxPixels} in all; corrupt header?)");
         var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
         var result = codec.GetPixels(info, bitmap.GetPixels());

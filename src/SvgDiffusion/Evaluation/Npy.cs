@@ -55,8 +55,11 @@ public static class Npy
         ReadAll(s, text, source, "header");
         string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(text);
         var (descr, fortran, shape) = ParseHeader(header, source);
-        ParseDescr(descr, source);
-        if (shape.Any(x => x < 0)) throw new SvgdException($"{source}: negative dimension in .npy shape");
+        var (_, itemSize, _) = ParseDescr(descr, source);
+        if (shape.Any(x => x < 0)) throw new SvgdException($"{source}: negative dimension in .npy shape {Checkpoint.Shape(shape)}");
+        if (shape.Length > 64) throw new SvgdException($"{source}: .npy shape has {shape.Length} dimensions (numpy allows at most 64)");
+        try { _ = checked(shape.Aggregate(1L, (a, b) => a * b) * itemSize); }
+        catch (OverflowException) { throw new SvgdException($"{source}: .npy shape {Checkpoint.Shape(shape)} is too large for any file"); }
         return new NpyHeader(major, minor, descr, fortran, shape, 8 + (major == 1 ? 2 : 4) + len);
     }
 

@@ -35,9 +35,10 @@ public sealed class NpzArchive : IDisposable
 
     public static NpzArchive Open(string path)
     {
-        if (!File.Exists(path)) throw new SvgdException($"{path}: no such file");
+        CheckpointFile.MustExist(path);
         try { return new NpzArchive(path, ZipFile.OpenRead(path)); }
-        catch (InvalidDataException e) { throw new SvgdException($"{path}: not a valid .npz file (not a readable zip archive: {e.Message})", e); }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException or ArgumentException)
+        { throw new SvgdException($"{path}: not a valid .npz file (not a readable zip archive: {e.Message.Split('\n')[0].Trim()})", e); }
         catch (IOException e) { throw new SvgdException($"{path}: cannot read ({e.Message})", e); }
     }
 
@@ -56,14 +57,13 @@ public sealed class NpzArchive : IDisposable
     public Tensor Read(string name)
     {
         using var s = OpenEntry(name);
-        return Npy.Read(s, $"{Path}:{name}");
+        var t = Npy.Read(s, $"{Path}:{name}");
+        try { ZipEntries.ReadToEnd(s); }
+        catch { t.Dispose(); throw; }
+        return t;
     }
 
-    Stream OpenEntry(string name)
-    {
-        try { return Entry(name).Open(); }
-        catch (InvalidDataException e) { throw new SvgdException($"{Path}: array '{name}' is corrupt ({e.Message})", e); }
-    }
+    Stream OpenEntry(string name) => ZipEntries.Open(Entry(name), Path);
 
     public void Dispose() => _zip.Dispose();
 }

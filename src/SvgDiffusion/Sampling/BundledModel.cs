@@ -26,6 +26,9 @@ public static class BundledModel
     {
         if (!Checkpoints.SafeTensors.LooksLikeSafeTensors(modelPath)) return null;
         var meta = Checkpoints.SafeTensors.ReadHeader(modelPath).Metadata;
-        return meta.TryGetValue(ClassNamesMetadataKey, out var json) ? System.Text.Json.JsonSerializer.Deserialize<string[]>(json) : null;
+        if (!meta.TryGetValue(ClassNamesMetadataKey, out var json)) return null;
+        try { return System.Text.Json.JsonSerializer.Deserialize<string[]>(json); }
+        catch (System.Text.Json.JsonException e)
+        { throw new SvgdException($"{modelPath}: metadata '{ClassNamesMetadataKey}' is not a JSON array of strings ({e.Message.Split('\n')[0]})"); }
     }
 }

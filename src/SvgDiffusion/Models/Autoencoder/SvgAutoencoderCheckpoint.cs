@@ -26,7 +26,7 @@ public static class SvgAutoencoderCheckpoint
     {
         var ckpt = Checkpoint.Open(path);
         config ??= ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
-            ? Config.ConfigJson.Parse<SvgAutoencoderConfig>(System.Text.Json.Nodes.JsonNode.Parse(json), $"{path} metadata")
+            ? Config.ConfigJson.ParseText<SvgAutoencoderConfig>(json, $"{path} metadata").Validate($"{path} metadata")
             : SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16);
         var sd = ckpt.StateDict(ckpt.Sections().Any(s => s.Name == "state_dict") ? "state_dict" : null);
         if (!sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal)) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))

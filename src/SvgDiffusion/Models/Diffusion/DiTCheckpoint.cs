@@ -76,7 +76,7 @@ public static class DiTCheckpoint
 
     static DiTConfig? ConfigFromMetadata(Checkpoint ckpt) =>
         ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
-            ? ConfigJson.Parse<DiTConfig>(JsonNode.Parse(json), $"{ckpt.Path} metadata").Validate(ckpt.Path)
+            ? ConfigJson.ParseText<DiTConfig>(json, $"{ckpt.Path} metadata").Validate(ckpt.Path)
             : null;
 
     static readonly string[] RequiredKeys = { "ln1.weight", "t_embedder.mlp.0.weight", "y_embedder.embedding_table.weight", "final_layer.linear.weight" };

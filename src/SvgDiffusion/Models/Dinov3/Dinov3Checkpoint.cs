@@ -62,7 +62,7 @@ public static class Dinov3Checkpoint
 
     static Dinov3Config? ConfigFromMetadata(Checkpoint ckpt) =>
         ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
-            ? ConfigJson.Parse<Dinov3Config>(JsonNode.Parse(json), $"{ckpt.Path} metadata").Validate(ckpt.Path)
+            ? ConfigJson.ParseText<Dinov3Config>(json, $"{ckpt.Path} metadata").Validate(ckpt.Path)
             : null;
 
     /// <summary>Hugging Face repositories keep <c>config.json</c> beside <c>model.safetensors</c>.</summary>

@@ -122,7 +122,7 @@ public sealed class ResNet18Encoder : nn.Module, IFrozenEncoder
         if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return FromOnnx(config, path);
         var ckpt = Checkpoint.Open(path);
         config ??= ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
-            ? ConfigJson.Parse<ResNet18Config>(JsonNode.Parse(json), $"{path} metadata")
+            ? ConfigJson.ParseText<ResNet18Config>(json, $"{path} metadata")
             : null;
         var encoder = new ResNet18Encoder(config);
         var sd = ckpt.StateDict();
