@@ -26,6 +26,5 @@ Console.WriteLine($"{"stage",-40} {"dtype",-5} {"batch",5} {"items/s",9} {"GFLOP
 foreach (var r in rows)
     Console.WriteLine($"{r.Name,-40} {r.Dtype,-5} {r.Batch,5} {r.ItemsPerSecond,9:F2} {r.GflopPerItem,10:F1} {r.Gflops,8:F1} {r.FractionOfPhysicalPeak,12:P1} {r.FractionOfDtypePeak,14:P1}");
 if (json != null)
-    File.WriteAllText(json, JsonSerializer.Serialize(new { physical_peak_fp32_gflops = physical, peak_fp32_gflops = p32, peak_bf16_gflops = double.IsNaN(p16) ? (double?)null : p16, results = rows },
-        new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+    File.WriteAllText(json, JsonSerializer.Serialize(new { physical_peak_fp32_gflops = physical, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, SvgDiffusion.Runtime.Finite.MetricsJson));
 return 0;

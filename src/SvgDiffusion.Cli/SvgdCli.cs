@@ -45,7 +45,26 @@ public static class SvgdCli
         SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
         var root = Build(cli);
         var parse = root.Parse(args);
-        return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        if (args.Length == 0) parse = root.Parse(new[] { "--help" });
+        else if (parse.Errors.Count > 0)
+        {
+            // One line, as for every other bad input, instead of the parser's list of errors and the full help.
+            cli.Errors.WriteLine($"error: {ParseError(parse)}");
+            return 1;
+        }
+        int code = parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
+        return args.Length == 0 ? 1 : code;
+    }
+
+    static string ParseError(ParseResult parse)
+    {
+        var command = parse.CommandResult.Command;
+        var names = new List<string>();
+        for (var r = parse.CommandResult; r != null && r.Command is not RootCommand; r = r.Parent as System.CommandLine.Parsing.CommandResult) names.Insert(0, r.Command.Name);
+        string path = string.Join(" ", names.Prepend("svgd"));
+        if (command is RootCommand && parse.UnmatchedTokens.Count > 0)
+            return $"unknown command '{parse.UnmatchedTokens[0]}'; the commands are {string.Join(", ", command.Subcommands.Select(c => c.Name))} (see svgd --help)";
+        return $"{string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')))} (see {path} --help)";
     }
 
     /// <summary>
@@ -57,6 +76,7 @@ public static class SvgdCli
     {
         try
         {
+            OptionRules.Check(parse);
             if (checkKernels) SvgDiffusion.Runtime.KernelGuard.Ensure();
             return body(parse);
         }

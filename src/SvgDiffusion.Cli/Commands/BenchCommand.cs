@@ -24,12 +24,12 @@ internal static class BenchCommand
         {
             var opts = new BenchmarkOptions
             {
-                Batch = Math.Max(1, p.GetValue(batch)),
+                Batch = p.GetValue(batch),
                 Dtypes = p.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(FeaturesCommand.ParseDtype).Distinct().ToArray(),
                 SmallDiT = p.GetValue(dit)!,
                 IncludeXl = !p.GetValue(noXl),
                 SamplingSteps = p.GetValue(steps)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.TryParse(s, out int v) && v > 0 ? v : throw new SvgdException($"--steps: '{s}' is not a positive integer")).ToArray(),
-                Repeats = Math.Max(1, p.GetValue(repeats)),
+                Repeats = p.GetValue(repeats),
             };
             cli.Console.MarkupLine($"threads: {torch.get_num_threads()}");
             var (p32, p16, physical, rows) = Benchmarks.Run(opts, m => cli.Console.MarkupLine(Markup.Escape(m)));
@@ -39,7 +39,7 @@ internal static class BenchCommand
                 table.AddRow(Markup.Escape(r.Name), r.Dtype, r.Batch.ToString(), r.ItemsPerSecond.ToString("F2"), (1000 / r.ItemsPerSecond).ToString("F1"),
                     r.GflopPerItem.ToString("F1"), r.Gflops.ToString("F1"), r.FractionOfPhysicalPeak.ToString("P1"), r.FractionOfDtypePeak.ToString("P1"));
             cli.Console.Write(table);
-            string text = JsonSerializer.Serialize(new { threads = torch.get_num_threads(), physical_peak_fp32_gflops = physical, peak_fp32_gflops = p32, peak_bf16_gflops = double.IsNaN(p16) ? (double?)null : p16, results = rows }, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
+            string text = JsonSerializer.Serialize(new { threads = torch.get_num_threads(), physical_peak_fp32_gflops = physical, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, SvgDiffusion.Runtime.Finite.MetricsJson);
             AtomicFile.Write(p.GetValue(json)!, fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(text)));
             cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(p.GetValue(json)!)}[/]");
             return 0;

@@ -10,7 +10,7 @@ internal static class CacheLatentsCommand
     {
         var ae = new AutoencoderOptions();
         var images = new Option<string>("--images") { Description = "Image folder; sub-folder names are the classes (sorted, as torchvision's ImageFolder).", Required = true };
-        var output = new Option<string>("--out") { Description = "Cache folder: shard-NNNNN.safetensors (latents + labels) and index.json.", Required = true };
+        var output = new Option<string>("--out") { Description = "Cache folder: shard-NNNNN.safetensors (latents + labels) and index.json.", Required = true }.OutputDir();
         var flip = new Option<bool>("--flip") { Description = "Also cache each image's horizontal flip (diffusion training's augmentation)." };
         var alignment = AutoencoderOptions.AlignmentOption();
         var shard = new Option<int>("--shard-size") { Description = "Images per shard (the unit of resumption).", DefaultValueFactory = _ => 512 };
@@ -27,7 +27,7 @@ internal static class CacheLatentsCommand
             var folder = new ImageFolder(p.GetValue(images)!);
             var writer = new LatentCacheWriter(model, folder, p.GetValue(output)!, new LatentCacheOptions
             {
-                Flip = p.GetValue(flip), ImagesPerShard = Math.Max(1, p.GetValue(shard)), BatchSize = Math.Max(1, p.GetValue(batch)),
+                Flip = p.GetValue(flip), ImagesPerShard = p.GetValue(shard), BatchSize = p.GetValue(batch),
                 BFloat16 = p.GetValue(bf16), AutoencoderPath = p.GetValue(ae.Autoencoder), Overwrite = p.GetValue(overwrite),
             });
             using var cancel = new CtrlC();
@@ -45,7 +45,7 @@ internal static class CacheLatentsCommand
             catch (OperationCanceledException)
             {
                 cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
-                return 130;
+                return cancel.ExitCode;
             }
             using var c = cache!;
             cli.Console.MarkupLine($"cache [bold]{Markup.Escape(p.GetValue(output)!)}[/]: {c.Count} latents {Markup.Escape("[" + string.Join(", ", c.LatentShape) + "]")}, {c.NumClasses} classes, {writer.ShardsWritten} shards written, {writer.ShardsSkipped} already done");

@@ -11,7 +11,7 @@ internal static class CalibrateCommand
     {
         var ae = new AutoencoderOptions();
         var images = new Option<string>("--images") { Description = "Images whose features set the stored alignment statistics (a few hundred representative images suffice).", Required = true };
-        var output = new Option<string>("--out") { Description = "Output autoencoder (.safetensors) with the statistics stored and 'stored' alignment as its default.", Required = true };
+        var output = new Option<string>("--out") { Description = "Output autoencoder (.safetensors) with the statistics stored and 'stored' alignment as its default.", Required = true }.OutputFile();
         var batch = new Option<int>("--batch-size") { Description = "Images per batch; the statistics are averaged over batches.", DefaultValueFactory = _ => 16 };
         var cmd = new Command("calibrate", "Compute batch-independent alignment statistics for an autoencoder (e.g. the released one, which stores none).") { images, output, batch };
         foreach (var o in ae.All) cmd.Options.Add(o);
@@ -23,7 +23,7 @@ internal static class CalibrateCommand
             using var model = new SvgAutoencoder(cfg, loaded.SemanticEncoder);
             Checkpoints.StateDictLoader.Load(model, loaded.state_dict(), p.GetValue(ae.Autoencoder)!);
             model.eval();
-            int bs = Math.Max(1, p.GetValue(batch));
+            int bs = p.GetValue(batch);
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, cfg.ResidualVit.ImageSize);
             IEnumerable<TorchSharp.torch.Tensor> Batches(Action<long> step)
             {

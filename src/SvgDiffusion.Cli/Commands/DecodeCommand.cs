@@ -14,7 +14,7 @@ internal static class DecodeCommand
         var ae = new AutoencoderOptions();
         var latents = new Option<string>("--latents") { Description = "Safetensors file holding latents [B, C, h, w].", Required = true };
         var key = new Option<string>("--key") { Description = "Name of the latent tensor.", DefaultValueFactory = _ => "latent" };
-        var output = new Option<string>("--out") { Description = "A folder for one PNG per latent, or a .safetensors file for the tensor 'images' in [-1, 1].", Required = true };
+        var output = new Option<string>("--out") { Description = "A folder for one PNG per latent, or a .safetensors file for the tensor 'images' in [-1, 1].", Required = true }.Output(v => v.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? OptionRules.Kind.OutputFile : OptionRules.Kind.OutputDir);
         var batch = new Option<int>("--batch-size") { Description = "Latents per decoder pass.", DefaultValueFactory = _ => 8 };
         var precision = AutoencoderOptions.PrecisionOption();
         var cmd = new Command("decode", "Decode SVG latents into images (PNGs, or a tensor in [-1, 1]).") { latents, key, output, batch, precision };
@@ -22,7 +22,7 @@ internal static class DecodeCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             string latentPath = p.GetValue(latents)!, k = p.GetValue(key)!, outPath = p.GetValue(output)!;
-            int bs = Math.Max(1, p.GetValue(batch));
+            int bs = p.GetValue(batch);
             var dtype = AutoencoderOptions.ParsePrecision(p.GetValue(precision)!);
             using var model = ae.Load(p);
             model.to(dtype);
@@ -39,7 +39,7 @@ internal static class DecodeCommand
                     using var scope = torch.NewDisposeScope();
                     using var _ = torch.inference_mode();
                     int n = Math.Min(bs, count - s);
-                    var images = model.Decode(z.narrow(0, s, n).to(dtype)).to(ScalarType.Float32);
+                    var images = Runtime.Finite.Output(model.Decode(z.narrow(0, s, n).to(dtype)).to(ScalarType.Float32), $"the decoded images {s}..{s + n - 1}");
                     if (toTensor) parts.Add(images.MoveToOuterDisposeScope());
                     else for (int i = 0; i < n; i++) ImageFiles.SavePng(images[i].clamp(-1, 1), Path.Combine(outPath, $"{s + i:D6}.png"));
                     step(n);

@@ -16,7 +16,7 @@ internal static class EncodeCommand
         var images = new Option<string?>("--images") { Description = "An image file or a folder of images (recursive, sorted); resized so the shorter side is the model's input size, then centre-cropped." };
         var tensor = new Option<string?>("--tensor") { Description = "A safetensors file with an ImageNet-normalised NCHW float tensor, instead of --images." };
         var key = new Option<string?>("--key") { Description = "Name of the tensor inside --tensor." };
-        var output = new Option<string>("--out") { Description = "Output safetensors holding 'latent' [B, C, h, w].", Required = true };
+        var output = new Option<string>("--out") { Description = "Output safetensors holding 'latent' [B, C, h, w].", Required = true }.OutputFile();
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass (in 'batch' alignment this also decides the statistics).", DefaultValueFactory = _ => 8 };
         var precision = AutoencoderOptions.PrecisionOption();
@@ -67,6 +67,7 @@ internal static class EncodeCommand
                 }
             });
             using var latent = torch.cat(parts, 0);
+            Runtime.Finite.Output(latent, "the encoded latents");
             SafeTensors.Save(p.GetValue(output)!, new Dictionary<string, Tensor> { ["latent"] = latent }, new Dictionary<string, string>
             {
                 ["svgd.command"] = "encode",

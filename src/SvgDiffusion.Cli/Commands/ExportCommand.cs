@@ -22,7 +22,7 @@ internal static class ExportCommand
     {
         var ae = new Option<string>("--autoencoder") { Description = "Autoencoder (training checkpoint or model file).", Required = true };
         var dit = new Option<string>("--dit") { Description = "DiT training checkpoint (its EMA weights, statistics and class names are exported).", Required = true };
-        var output = new Option<string>("--out") { Description = "Model folder to write: autoencoder.safetensors, dit.safetensors, latent-stats.safetensors.", Required = true };
+        var output = new Option<string>("--out") { Description = "Model folder to write: autoencoder.safetensors, dit.safetensors, latent-stats.safetensors.", Required = true }.OutputDir();
         var section = new Option<string>("--dit-weights") { Description = "Which DiT weights to export: ema (what sampling normally uses) or model (the raw weights; better when a short run's EMA still remembers early training).", DefaultValueFactory = _ => "ema" };
         var tolerance = new Option<double>("--fp16-tolerance") { Description = "Largest max-abs output difference (decoded image in [-1,1], DiT velocity) that still allows fp16 storage.", DefaultValueFactory = _ => 1e-3 };
         var cmd = new Command("export", "Export trained autoencoder + DiT as a compact model folder (fp16 where outputs stay within tolerance).") { ae, dit, output, section, tolerance };

@@ -20,7 +20,7 @@ internal static class FeaturesCommand
         var images = new Option<string?>("--images") { Description = "An image file or a folder of images (searched recursively, sorted by path)." };
         var tensor = new Option<string?>("--tensor") { Description = "A safetensors file holding an ImageNet-normalised NCHW float tensor (instead of --images)." };
         var key = new Option<string?>("--key") { Description = "Name of the tensor inside --tensor." };
-        var output = new Option<string>("--out") { Description = "Output safetensors: cls [B,D], registers [B,R,D], patch [B,N,D], layer<K> [B,D,h,w].", Required = true };
+        var output = new Option<string>("--out") { Description = "Output safetensors: cls [B,D], registers [B,R,D], patch [B,N,D], layer<K> [B,D,h,w].", Required = true }.OutputFile();
         var layers = new Option<string?>("--layers") { Description = "Comma-separated block indices whose normed patch tokens to add, e.g. 3,11 (negative counts from the last block)." };
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass.", DefaultValueFactory = _ => 8 };
         var size = new Option<string>("--size") { Description = "Resize images to SIZE or HxW pixels (multiples of the patch size; bilinear with antialias).", DefaultValueFactory = _ => "256" };
@@ -97,6 +97,7 @@ internal static class FeaturesCommand
                 [Dinov3Checkpoint.ConfigMetadataKey] = ConfigJson.Serialize(cfg),
                 ["svgd.sources"] = JsonSerializer.Serialize(sources),
             };
+            Runtime.Finite.Weights(result, "the extracted features");
             SafeTensors.Save(outPath, result, meta);
             foreach (var t in result.Values) t.Dispose();
             console.MarkupLine($"wrote [bold]{Markup.Escape(outPath)}[/]: {count} images, {string.Join(", ", result.Keys)} ({count / sw.Elapsed.TotalSeconds:F1} images/s)");

@@ -9,8 +9,8 @@ internal static class FidCommand
 {
     public static Command Create(CliContext cli)
     {
-        var first = new Argument<string>("first") { Description = "An image folder, or a .npz with mu and sigma (pytorch-fid stats, ADM reference batches)." };
-        var second = new Argument<string>("second") { Description = "Another image folder or .npz." };
+        var first = new Argument<string>("first") { Description = "An image folder, or a .npz with mu and sigma (pytorch-fid stats, ADM reference batches)." }.InputPath();
+        var second = new Argument<string>("second") { Description = "Another image folder or .npz." }.InputPath();
         var features = new FeatureNetworkOptions();
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass.", DefaultValueFactory = _ => 32 };
         var save1 = new Option<string?>("--save-stats-first") { Description = "Write the first input's statistics to this .npz (for reuse)." };
@@ -38,14 +38,23 @@ internal static class FidCommand
 
     static FidStatistics Stats(CliContext cli, IFeatureNetwork? net, string input, int batchSize, string? save)
     {
-        if (IsNpz(input)) return FidStatistics.Load(input);
+        var stats = IsNpz(input) ? FidStatistics.Load(input) : FolderStats(cli, net, input, batchSize);
+        // Also for an .npz input: the option promises a file, and a silent no-op looks like a success.
+        if (save != null)
+        {
+            stats.Save(save);
+            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(save)}[/]");
+        }
+        return stats;
+    }
+
+    static FidStatistics FolderStats(CliContext cli, IFeatureNetwork? net, string input, int batchSize)
+    {
         int count = ImageFiles.List(input).Count;
         FeatureMoments? moments = null;
         ProgressBars.Run(cli.Console, $"features of {Path.GetFileName(Path.TrimEndingDirectorySeparator(input))}", count,
-            step => moments = FeatureNetworkOptions.FolderMoments(net!, input, Math.Max(1, batchSize), step));
+            step => moments = FeatureNetworkOptions.FolderMoments(net!, input, batchSize, step));
         using var m = moments!;
-        var stats = m.ToStatistics(cli.Warn, input);
-        if (save != null) stats.Save(save);
-        return stats;
+        return m.ToStatistics(cli.Warn, input);
     }
 }

@@ -13,7 +13,7 @@ internal static class ImportIdxCommand
     {
         var images = new Option<string>("--images") { Description = "IDX image file (e.g. /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz).", Required = true };
         var labels = new Option<string>("--labels") { Description = "IDX label file of the same images.", Required = true };
-        var output = new Option<string>("--out") { Description = "Image folder to write: <out>/<class>/<index>.png.", Required = true };
+        var output = new Option<string>("--out") { Description = "Image folder to write: <out>/<class>/<index>.png.", Required = true }.OutputDir();
         var names = new Option<string?>("--class-names") { Description = "Comma-separated folder names for labels 0, 1, ... (default: Fashion-MNIST's names when there are 10 classes, else the numbers)." };
         var limit = new Option<int>("--limit") { Description = "Import only the first N images (0: all).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("import-idx", "Turn an MNIST/Fashion-MNIST IDX pair into an image folder with one sub-folder per class.") { images, labels, output, names, limit };

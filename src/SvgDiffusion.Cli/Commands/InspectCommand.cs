@@ -9,7 +9,7 @@ internal static class InspectCommand
 {
     public static Command Create(CliContext cli)
     {
-        var file = new Argument<string>("file") { Description = "Checkpoint: .safetensors, or a PyTorch zip pickle (.pth, .pt, .ckpt)." };
+        var file = new Argument<string>("file") { Description = "Checkpoint: .safetensors, or a PyTorch zip pickle (.pth, .pt, .ckpt)." }.InputPath();
         var section = new Option<string?>("--section") { Description = "List only this sub-dictionary (e.g. ema, state_dict)." };
         var max = new Option<int>("--max") { Description = "Most tensors to list per section (0: all).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("inspect", "Show a checkpoint's containers, tensor names, shapes, dtypes and parameter counts.") { file, section, max };

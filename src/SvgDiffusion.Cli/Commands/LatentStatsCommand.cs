@@ -11,7 +11,7 @@ internal static class LatentStatsCommand
     {
         var ae = new AutoencoderOptions();
         var images = new Option<string>("--images") { Description = "Images to encode (typically the diffusion training set).", Required = true };
-        var output = new Option<string>("--out") { Description = "Output safetensors with dinov3_sp_mean and dinov3_sp_std, [1, 1, C], the released file's keys.", Required = true };
+        var output = new Option<string>("--out") { Description = "Output safetensors with dinov3_sp_mean and dinov3_sp_std, [1, 1, C], the released file's keys.", Required = true }.OutputFile();
         var flip = new Option<bool>("--flip") { Description = "Also encode horizontal flips (as diffusion training sees them)." };
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per pass.", DefaultValueFactory = _ => 16 };
@@ -21,7 +21,7 @@ internal static class LatentStatsCommand
         {
             using var model = ae.Load(p);
             if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
-            int bs = Math.Max(1, p.GetValue(batch));
+            int bs = p.GetValue(batch);
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, model.Config.ResidualVit.ImageSize);
             var acc = new LatentStatistics.Accumulator();
             ProgressBars.Run(cli.Console, "latent statistics", folder.Count, step =>

@@ -49,7 +49,7 @@ internal static class ProbeCommand
 
         public ExtractionOptions Extraction(ParseResult p, string dataRoot, Action<int, int> progress) => new()
         {
-            BatchSize = Math.Max(1, p.GetValue(Batch)),
+            BatchSize = p.GetValue(Batch),
             CacheDir = p.GetValue(CacheDir) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(dataRoot)) ?? ".", ".svgd-cache", "probe"),
             Progress = progress,
         };

@@ -16,7 +16,7 @@ internal static class ReconstructCommand
     {
         var ae = new AutoencoderOptions();
         var images = new Option<string>("--images") { Description = "An image file or a folder of images.", Required = true };
-        var output = new Option<string>("--out") { Description = "Output folder: grid.png (originals beside reconstructions) and metrics.json.", Required = true };
+        var output = new Option<string>("--out") { Description = "Output folder: grid.png (originals beside reconstructions) and metrics.json.", Required = true }.OutputDir();
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per pass.", DefaultValueFactory = _ => 8 };
         var max = new Option<int>("--grid-max") { Description = "Most image pairs shown in the grid.", DefaultValueFactory = _ => 32 };
@@ -30,7 +30,7 @@ internal static class ReconstructCommand
         {
             using var model = ae.Load(p);
             if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
-            int size = model.Config.ResidualVit.ImageSize, bs = Math.Max(1, p.GetValue(batch));
+            int size = model.Config.ResidualVit.ImageSize, bs = p.GetValue(batch);
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
             string outDir = p.GetValue(output)!;
             Directory.CreateDirectory(outDir);
@@ -89,7 +89,7 @@ internal static class ReconstructCommand
             }
             if (meanLpips is double l) cli.Console.MarkupLine($"[bold]LPIPS[/]: {l:F4}");
             if (rfid is double fd) cli.Console.MarkupLine($"[bold]r{net!.Label}[/]: {fd:F4}");
-            string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), lpips = meanLpips, rfid, rfid_label = net?.Label, images = rows }, new JsonSerializerOptions { WriteIndented = true });
+            string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), lpips = meanLpips, rfid, rfid_label = net?.Label, images = rows }, SvgDiffusion.Runtime.Finite.MetricsJson);
             AtomicFile.Write(Path.Combine(outDir, "metrics.json"), fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(json)));
             cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(Path.Combine(outDir, "grid.png"))}[/] and metrics.json");
             return 0;

@@ -22,8 +22,8 @@ internal static class SampleCommand
         ae.Autoencoder.Required = false;
         var classes = new Option<string?>("--classes") { Description = "Comma-separated class indices; --n samples each, one grid row per class." };
         var labels = new Option<string?>("--labels") { Description = "Comma-separated label of every sample (instead of --classes); num_classes is the null (unconditional) label." };
-        var n = new Option<int>("--n") { Description = "Samples per class with --classes; otherwise the number of samples, with uniformly random labels.", DefaultValueFactory = _ => 8 };
-        var output = new Option<string?>("--out") { Description = "PNG grid of the decoded samples." };
+        var n = new Option<int>("--n") { Description = $"Samples per class with --classes; otherwise the number of samples, with uniformly random labels (at most {MaxSamples:N0}; the bundled model without --n: one row of 8 per class).", DefaultValueFactory = _ => 8 };
+        var output = new Option<string?>("--out") { Description = "PNG grid of the decoded samples." }.OutputFile();
         var outDir = new Option<string?>("--out-dir") { Description = "Folder for one PNG per sample." };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 16 };
         var initNoise = new Option<string?>("--init-noise") { Description = "Start from this noise (safetensors; tokens [B, T, C] or a latent [B, C, h, w]) instead of drawing it." };
@@ -36,6 +36,7 @@ internal static class SampleCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
+            if (p.GetValue(n) > MaxSamples) throw new SvgdException($"--n {p.GetValue(n)} is more than {MaxSamples:N0} samples; use 'svgd sample-eval' for large sets");
             bool bundled = p.GetValue(ditOptions.Model) == null;
             if (bundled) BundledModel.EnsurePresent();
             string modelPath = ditOptions.ModelPath(p, bundled ? BundledModel.DiTPath : null);
@@ -52,7 +53,9 @@ internal static class SampleCommand
             var schedule = ditOptions.CreateGuidance(p);
 
             var classNames = BundledModel.ClassNames(modelPath);
-            string? classArg = p.GetValue(classes) ?? (bundled && p.GetValue(labels) == null ? string.Join(",", Enumerable.Range(0, dc.NumClasses)) : null);
+            // The bundled model's default is a row per class; an explicit --n without --classes is the total, as the help says.
+            bool nGiven = p.GetResult(n) is { Implicit: false };
+            string? classArg = p.GetValue(classes) ?? (bundled && p.GetValue(labels) == null && !nGiven ? string.Join(",", Enumerable.Range(0, dc.NumClasses)) : null);
             var (labelList, rows) = Labels(classArg, p.GetValue(labels), p.GetValue(n), dc.NumClasses, p.GetValue(ditOptions.Seed));
             int count = labelList.Length;
             int h = dc.InputSize, w = dc.InputSize;
@@ -79,8 +82,13 @@ internal static class SampleCommand
             if (aeModel != null && aeModel.Config.LatentChannels != dc.InChannels)
                 throw new SvgdException($"the autoencoder makes {aeModel.Config.LatentChannels}-channel latents but the DiT models {dc.InChannels}");
 
+            // Every latent and image is kept until the grid is written: refuse what cannot fit before sampling, not at the end.
+            long bytes = (long)count * 4 * ((long)dc.InChannels * h * w + (aeModel != null ? 3L * aeModel.Config.ResidualVit.ImageSize * aeModel.Config.ResidualVit.ImageSize : 0));
+            long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+            if (bytes > available / 2)
+                throw new SvgdException($"--n: {count} samples need about {bytes / (1 << 20):N0} MiB kept in memory, more than half of the {available / (1 << 20):N0} MiB available; sample in smaller runs (--seed/--n) or use 'svgd sample-eval'");
             console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {count} samples, {Markup.Escape(solver.ToString())}, {Markup.Escape(schedule.ToString())}");
-            int bs = Math.Max(1, p.GetValue(batch));
+            int bs = p.GetValue(batch);
             long seedValue = p.GetValue(ditOptions.Seed);
             var generator = new SvgGenerator(dit, solver, schedule, norm, aeModel) { GridH = h, GridW = w };
             var latents = new List<Tensor>();
@@ -134,6 +142,9 @@ internal static class SampleCommand
         return cmd;
     }
 
+    /// <summary>More samples than this are refused before any work; 'svgd sample-eval' streams larger sets.</summary>
+    internal const int MaxSamples = 1_000_000;
+
     /// <summary>Per-sample labels and the number of grid rows (one per class with --classes; 0 for a square grid).</summary>
     internal static (int[] Labels, int Rows) Labels(string? classes, string? labels, int n, int numClasses, long seed)
     {
@@ -142,11 +153,17 @@ internal static class SampleCommand
             s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x =>
                 int.TryParse(x, out int v) && v >= 0 && v <= max ? v
                     : throw new SvgdException($"{what}: '{x}' is not a class index in 0..{max}")).ToArray();
-        if (labels != null) return (Parse(labels, "--labels", numClasses), 0);
+        if (labels != null)
+        {
+            var list = Parse(labels, "--labels", numClasses);
+            return list.Length <= MaxSamples ? (list, 0) : throw new SvgdException($"--labels gives {list.Length} samples, more than {MaxSamples:N0}");
+        }
         if (n <= 0) throw new SvgdException("--n must be positive");
+        if (n > MaxSamples) throw new SvgdException($"--n {n} is more than {MaxSamples:N0} samples; use 'svgd sample-eval' for large sets");
         if (classes != null)
         {
             var cls = Parse(classes, "--classes", numClasses - 1);
+            if ((long)n * cls.Length > MaxSamples) throw new SvgdException($"--n {n} per class for {cls.Length} classes is more than {MaxSamples:N0} samples; use 'svgd sample-eval' for large sets");
             return (cls.SelectMany(c => Enumerable.Repeat(c, n)).ToArray(), cls.Length);
         }
         using var g = new Generator((ulong)(seed & long.MaxValue) ^ 0x5eed);

@@ -18,7 +18,7 @@ internal static class SampleEvalCommand
         var features = new FeatureNetworkOptions();
         var n = new Option<int>("--n") { Description = "Number of samples (50,000 for numbers comparable with the literature).", DefaultValueFactory = _ => 50000 };
         var labels = new Option<string>("--labels") { Description = "random: uniformly random labels (the ADM/SiT protocol); balanced: n/classes per class.", DefaultValueFactory = _ => "random" };
-        var output = new Option<string>("--out") { Description = "Statistics .npz (mu, sigma) of the samples' features; shards go to <out>.shards/ and make the run resumable.", Required = true };
+        var output = new Option<string>("--out") { Description = "Statistics .npz (mu, sigma) of the samples' features; shards go to <out>.shards/ and make the run resumable.", Required = true }.OutputFile();
         var reference = new Option<string?>("--ref") { Description = "Reference statistics (.npz, e.g. VIRTUAL_imagenet256_labeled.npz) or image folder: report the distance at the end." };
         var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
@@ -26,7 +26,7 @@ internal static class SampleEvalCommand
         foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
-            int total = p.GetValue(n), shardSize = Math.Max(1, p.GetValue(shard)), bs = Math.Max(1, p.GetValue(batch));
+            int total = p.GetValue(n), shardSize = p.GetValue(shard), bs = p.GetValue(batch);
             if (total < 2) throw new SvgdException("--n must be at least 2");
             string mode = p.GetValue(labels)!.ToLowerInvariant();
             if (mode is not ("random" or "balanced")) throw new SvgdException($"--labels must be random or balanced, not '{mode}'");

@@ -14,7 +14,7 @@ internal static class TrainAutoencoderCommand
     public static Command Create(CliContext cli)
     {
         var images = new Option<string>("--images") { Description = "Training images: a folder (recursive). Random crops of the model's input size and horizontal flips are drawn each step.", Required = true };
-        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file) and samples/step-NNNNNN.png.", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file) and samples/step-NNNNNN.png.", Required = true }.OutputDir();
         var encoder = new Option<string?>("--encoder") { Description = "Frozen encoder weights for a new model: DINOv3 (official .pth, Hugging Face safetensors, or an SVG autoencoder file holding encoder.*); for a resnet18 model optional (default: the ONNX file shipped with the build)." };
         var preset = new Option<string?>("--preset") { Description = $"Architecture of a new model: {string.Join(", ", SvgAutoencoderPresets.Names)}." };
         var config = new Option<string?>("--config") { Description = "Architecture of a new model as JSON (sections dino, residual_vit, decoder, alignment, mask_ratio)." };
@@ -35,6 +35,8 @@ internal static class TrainAutoencoderCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
+            // From the start: a signal while the data and model load still ends in a checkpoint, not a lost run.
+            using var cancel = new CtrlC();
             var data = new ImageFolder(p.GetValue(images)!);
             string outDir = p.GetValue(output)!;
             Directory.CreateDirectory(Path.Combine(outDir, "samples"));
@@ -78,7 +80,12 @@ internal static class TrainAutoencoderCommand
             using var _ = trainer;
             var tc = trainer.Config;
             console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
-            using var cancel = new CtrlC();
+            if (trainer.Step >= tc.Steps)
+            {
+                console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");
+                return 0;
+            }
+            int startStep = trainer.Step;
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
@@ -95,9 +102,10 @@ internal static class TrainAutoencoderCommand
                     }
                 });
             trainer.Save(last);
-            WriteGrid(trainer, outDir);
-            console.MarkupLine($"{(cancel.Requested ? "stopped" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.Requested ? 130 : 0;
+            // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the grid is not.
+            if (trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
+            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.ExitCode;
         }));
         return cmd;
     }

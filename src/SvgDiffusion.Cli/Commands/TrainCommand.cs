@@ -13,7 +13,7 @@ internal static class TrainCommand
     {
         var latents = new Option<string?>("--latents") { Description = "Latent cache folder from 'svgd cache-latents' (the fast way)." };
         var images = new Option<string?>("--images") { Description = "Instead of --latents: encode this class-folder dataset on the fly with --autoencoder every step (needs --stats)." };
-        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT) and samples/step-NNNNNN.png.", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT) and samples/step-NNNNNN.png.", Required = true }.OutputDir();
         var preset = new Option<string?>("--preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)}. Its input_size, in_channels and num_classes are set from the cache." };
         var config = new Option<string?>("--config") { Description = "DiT architecture as JSON (reference names; its 'model' section if present)." };
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped." };
@@ -38,6 +38,8 @@ internal static class TrainCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
+            // From the start: a signal while the data and model load still ends in a checkpoint, not a lost run.
+            using var cancel = new CtrlC();
             if ((p.GetValue(latents) == null) == (p.GetValue(images) == null)) throw new SvgdException("give exactly one of --latents (a cache) or --images (online encoding)");
             using var source = p.GetValue(latents) is string lp ? new DataSource(LatentCache.Open(lp)) : DataSource.Online(p, ae, images, stats);
             string outDir = p.GetValue(output)!;
@@ -75,7 +77,11 @@ internal static class TrainCommand
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
             console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
-            using var cancel = new CtrlC();
+            if (trainer.Step >= tc.Steps)
+            {
+                console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");
+                return 0;
+            }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
             console.Progress().AutoClear(false)
@@ -97,9 +103,10 @@ internal static class TrainCommand
                     }
                 });
             trainer.Save(last);
-            if (decoder != null) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
-            console.MarkupLine($"{(cancel.Requested ? "stopped" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.Requested ? 130 : 0;
+            // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the preview grid is not.
+            if (decoder != null && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            return cancel.ExitCode;
         }));
         return cmd;
     }

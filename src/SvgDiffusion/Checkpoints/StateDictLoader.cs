@@ -30,6 +30,8 @@ public static class StateDictLoader
             if (mismatched.Count > 0) parts.Add($"{mismatched.Count} mismatch(es): {Abbrev(mismatched)}");
             throw new SvgdException($"{source}: does not fit {module.GetName()}: {string.Join("; ", parts)}");
         }
+        // Every model reaches its weights through here: NaN/Inf weights would otherwise sample or decode "successfully" into blank images.
+        Runtime.Finite.Weights(target.Keys.Select(k => new KeyValuePair<string, Tensor>(k, stateDict[k])), source);
         using var _ = torch.no_grad();
         foreach (var (k, dst) in target)
         {

@@ -247,6 +247,7 @@ public sealed class LatentCacheWriter
             [LatentCache.AlignmentKey] = _model.Alignment.Mode.ToString().ToLowerInvariant(),
             [LatentCache.ImageRootKey] = Path.GetFullPath(_images.Root),
         };
+        Runtime.Finite.Output(latents, $"the latents of {path}");
         SafeTensors.Save(path, new Dictionary<string, Tensor> { ["latents"] = latents, ["labels"] = labels }, meta);
     }
 }

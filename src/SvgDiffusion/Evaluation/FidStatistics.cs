@@ -101,6 +101,7 @@ public sealed class FidStatistics : IDisposable
     public void Save(string path, bool includeActivations = false)
     {
         var arrays = new List<KeyValuePair<string, Tensor>> { new("mu", Mu), new("sigma", Sigma) };
+        if (Runtime.Finite.FirstBad(arrays) is string bad) throw new SvgdException($"not writing {path}: '{bad}' holds NaN or Inf values (the features were not finite)");
         if (includeActivations && Activations is not null) arrays.Add(new("activations", Activations));
         Npz.Save(path, arrays);
     }

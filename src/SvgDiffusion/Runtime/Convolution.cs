@@ -26,6 +26,15 @@ public enum ConvPath
 /// </summary>
 public static class Convolution
 {
+    // NNPACK is libtorch's third CPU conv backend (inference, batch >= 16, oneDNN off): a path the kernel
+    // check never chose, and on CPUs NNPACK does not support libtorch logs "Could not initialize NNPACK!"
+    // on stderr at every such conv (the DINOv3 flood). Off, the oneDNN-off path is im2col + GEMM throughout.
+    static Convolution()
+    {
+        try { LibTorchNative.NnpackEnabled = false; }
+        catch (InvalidOperationException) { }   // a libtorch without the switch: convs still work, only noisier
+    }
+
     /// <summary>
     /// Input channel count the <see cref="ConvPath.PaddedChannels"/> path feeds to the kernel. Counts of 16
     /// and below take oneDNN's small-channel kernels (first layers: 1, 3, 8) and are left alone; the check

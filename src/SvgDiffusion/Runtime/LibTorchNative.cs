@@ -47,6 +47,16 @@ public static partial class LibTorchNative
         set => ((delegate* unmanaged<IntPtr, byte, void>)Symbol("_ZN2at7Context20setUserEnabledMkldnnEb"))(GlobalContext(), value ? (byte)1 : (byte)0);
     }
 
+    /// <summary>
+    /// Whether libtorch may use NNPACK convolutions, <c>torch.backends.nnpack.enabled</c>. Off, libtorch
+    /// no longer asks whether NNPACK initialised, which on CPUs it does not support logs a warning per conv.
+    /// </summary>
+    public static unsafe bool NnpackEnabled
+    {
+        get => ((delegate* unmanaged<IntPtr, byte>)Symbol("_ZNK2at7Context17userEnabledNNPACKEv"))(GlobalContext()) != 0;
+        set => ((delegate* unmanaged<IntPtr, byte, void>)Symbol("_ZN2at7Context20setUserEnabledNNPACKEb"))(GlobalContext(), value ? (byte)1 : (byte)0);
+    }
+
     /// <summary><c>torch.__config__.show()</c>: the build's compiler, BLAS, oneDNN and CPU capability lines.</summary>
     public static unsafe string ShowConfig()
     {

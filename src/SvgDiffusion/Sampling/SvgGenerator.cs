@@ -42,6 +42,7 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
         var cond = torch.tensor(labels.Select(l => (long)l).ToArray());
         var nul = torch.full(labels.Count, model.NullLabel, dtype: ScalarType.Int64);
         var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep);
+        Runtime.Finite.Output(tokens, "the sampled latents");
         return DiT.TokensToLatent(tokens, GridH, GridW).MoveToOuterDisposeScope();
     }
 
@@ -52,6 +53,7 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
         using var scope = torch.NewDisposeScope();
         using var _ = torch.inference_mode();
         var z = statistics != null ? statistics.Denormalize(latents) : latents;
-        return autoencoder.Decode(z).clamp(-1, 1).MoveToOuterDisposeScope();
+        // Checked before the clamp: clamp keeps NaN, but would hide Inf as a saturated pixel.
+        return Runtime.Finite.Output(autoencoder.Decode(z), "the decoded images").clamp(-1, 1).MoveToOuterDisposeScope();
     }
 }

@@ -4,6 +4,7 @@ using SvgDiffusion.Config;
 using SvgDiffusion.Data;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Losses;
+using SvgDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -99,8 +100,15 @@ public sealed class AutoencoderTrainer : IDisposable
             weight = AdaptiveWeight(nll, gLoss) * Config.DiscWeight;
             loss = nll + weight * gLoss;
         }
+        // Every loss is read before any optimiser moves, so a non-finite one stops the run with finite weights.
+        double l1Value = l1.item<float>(), perceptualValue = perceptual.item<float>(), gValue = gLoss.item<float>(), lossValue = loss.item<float>();
+        if (!double.IsFinite(l1Value)) throw Finite.TrainingStop(Step + 1, $"the l1 loss ({l1Value})");
+        if (!double.IsFinite(perceptualValue)) throw Finite.TrainingStop(Step + 1, $"the lpips loss ({perceptualValue})");
+        if (!double.IsFinite(gValue)) throw Finite.TrainingStop(Step + 1, $"the generator loss ({gValue})");
+        if (!double.IsFinite(weight) || !double.IsFinite(lossValue)) throw Finite.TrainingStop(Step + 1, $"the total loss ({lossValue}, adaptive weight {weight})");
         _optAe.zero_grad();
         loss.backward();
+        if (Finite.FirstBadGradient(Model.named_parameters()) is string badAe) throw Finite.TrainingStop(Step + 1, $"the gradient of {badAe}");
         _optAe.step();
 
         double dLoss = 0;
@@ -108,11 +116,13 @@ public sealed class AutoencoderTrainer : IDisposable
         {
             _optDisc.zero_grad();
             var d = PatchDiscriminator.HingeLoss(Discriminator.forward(images.detach()), Discriminator.forward(rec.detach()));
-            d.backward();
-            _optDisc.step();
             dLoss = d.item<float>();
+            if (!double.IsFinite(dLoss)) throw Finite.TrainingStop(Step + 1, $"the discriminator loss ({dLoss})");
+            d.backward();
+            if (Finite.FirstBadGradient(Discriminator.named_parameters()) is string badD) throw Finite.TrainingStop(Step + 1, $"the gradient of {DiscPrefix}{badD}");
+            _optDisc.step();
         }
-        var result = new AutoencoderStepResult(Step + 1, loss.item<float>(), l1.item<float>(), perceptual.item<float>(), gLoss.item<float>(), dLoss, weight);
+        var result = new AutoencoderStepResult(Step + 1, lossValue, l1Value, perceptualValue, gValue, dLoss, weight);
         Step++;
         return result;
     }
@@ -149,6 +159,7 @@ public sealed class AutoencoderTrainer : IDisposable
         foreach (var (k, t) in RunCheckpoint.Prefixed(DiscPrefix, Discriminator.state_dict())) tensors[k] = t;
         tensors["optimizer.autoencoder"] = RunCheckpoint.OptimizerBlob(_optAe);
         tensors["optimizer.discriminator"] = RunCheckpoint.OptimizerBlob(_optDisc);
+        Finite.BeforeSave(tensors, path);
         SafeTensors.Save(path, tensors, new Dictionary<string, string>
         {
             ["format"] = "pt",

@@ -22,7 +22,12 @@ public sealed record AutoencoderTrainingConfig
     public AutoencoderTrainingConfig Validate()
     {
         if (Steps < 0 || BatchSize <= 0) throw new SvgdException("training needs steps >= 0 and a positive batch size");
-        if (LearningRate <= 0) throw new SvgdException("learning rate must be positive");
+        // Written as !(x > 0) so NaN, which fails every comparison, is refused too.
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new SvgdException($"learning rate must be positive and finite, got {LearningRate}");
+        if (!(Beta1 >= 0 && Beta1 < 1) || !(Beta2 >= 0 && Beta2 < 1)) throw new SvgdException($"Adam betas must be in [0, 1), got ({Beta1}, {Beta2})");
+        if (!(DiscWeight >= 0) || double.IsInfinity(DiscWeight)) throw new SvgdException($"discriminator weight must be >= 0 and finite, got {DiscWeight}");
+        if (!(PerceptualWeight >= 0) || double.IsInfinity(PerceptualWeight)) throw new SvgdException($"perceptual weight must be >= 0 and finite, got {PerceptualWeight}");
+        if (DiscStart < 0 || CheckpointEvery < 0 || SampleEvery < 0) throw new SvgdException("disc start, checkpoint and sample intervals must be >= 0");
         return this;
     }
 }

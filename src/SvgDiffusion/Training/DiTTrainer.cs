@@ -5,6 +5,7 @@ using SvgDiffusion.Config;
 using SvgDiffusion.Data;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Runtime;
 using SvgDiffusion.Transport;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -148,11 +149,12 @@ public sealed class DiTTrainer : IDisposable
         using var dropGen = RunCheckpoint.StepGenerator(Config.Seed, Step, DropoutStream);
         using var loss = _flow.RandomLoss((x, t, y) => Model.Velocity(x, t, y, generator: dropGen), x1, labels, flowGen);
         double lossValue = loss.Loss.item<float>();
-        if (!double.IsFinite(lossValue))
-            throw new SvgdException($"the training loss is {lossValue} at step {Step + 1}; lower the learning rate or enable gradient clipping");
+        if (!double.IsFinite(lossValue)) throw Finite.TrainingStop(Step + 1, $"the flow loss ({lossValue})");
         _opt.zero_grad();
         loss.Loss.backward();
         double gradNorm = ClipGradients();
+        if (!double.IsFinite(gradNorm))
+            throw Finite.TrainingStop(Step + 1, $"the gradient of {Finite.FirstBadGradient(Model.named_parameters()) ?? "the flow loss"} (norm {gradNorm})");
         _opt.step();
         UpdateEma();
         Step++;
@@ -294,6 +296,7 @@ public sealed class DiTTrainer : IDisposable
         };
         if (ClassNames != null) meta[ClassNamesKey] = new JsonArray(ClassNames.Select(n => (JsonNode)n).ToArray()).ToJsonString();
         if (Cache != null) meta[LatentShapeKey] = new JsonArray(Cache.LatentShape.Select(d => (JsonNode)d).ToArray()).ToJsonString();
+        Finite.BeforeSave(tensors, path);
         SafeTensors.Save(path, tensors, meta);
     }
 

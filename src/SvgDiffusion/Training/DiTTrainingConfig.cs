@@ -27,10 +27,11 @@ public sealed record DiTTrainingConfig
     {
         if (Steps < 0 || BatchSize <= 0) throw new SvgdException("training needs steps >= 0 and a positive batch size");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new SvgdException($"learning rate must be positive, got {LearningRate}");
-        if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new SvgdException($"Adam betas must be in [0, 1), got ({Beta1}, {Beta2})");
-        if (WeightDecay < 0) throw new SvgdException($"weight decay must be >= 0, got {WeightDecay}");
-        if (EmaDecay is < 0 or > 1) throw new SvgdException($"EMA decay must be in [0, 1], got {EmaDecay}");
-        if (GradClip < 0) throw new SvgdException($"gradient clipping must be >= 0 (0 = off), got {GradClip}");
+        // Written as !(in range) so NaN, which fails every comparison, is refused too.
+        if (!(Beta1 >= 0 && Beta1 < 1) || !(Beta2 >= 0 && Beta2 < 1)) throw new SvgdException($"Adam betas must be in [0, 1), got ({Beta1}, {Beta2})");
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) throw new SvgdException($"weight decay must be >= 0, got {WeightDecay}");
+        if (!(EmaDecay >= 0 && EmaDecay <= 1)) throw new SvgdException($"EMA decay must be in [0, 1], got {EmaDecay}");
+        if (!(GradClip >= 0) || double.IsInfinity(GradClip)) throw new SvgdException($"gradient clipping must be >= 0 (0 = off), got {GradClip}");
         if (!(TimestepShift > 0) || double.IsInfinity(TimestepShift)) throw new SvgdException($"timestep shift must be positive, got {TimestepShift}");
         if (CheckpointEvery < 0 || SampleEvery < 0) throw new SvgdException("checkpoint and sample intervals must be >= 0 (0 = never)");
         return this;

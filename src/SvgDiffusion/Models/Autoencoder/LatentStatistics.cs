@@ -38,6 +38,8 @@ public sealed class LatentStatistics : IDisposable
         var stats = new LatentStatistics(sd[m], sd[s]);
         if (!torch.isfinite(stats.Std).all().item<bool>() || (stats.Std <= 0).any().item<bool>())
             throw new SvgdException($"{path}: '{s}' must be finite and positive");
+        if (!torch.isfinite(stats.Mean).all().item<bool>())
+            throw new SvgdException($"{path}: '{m}' holds NaN or Inf values");
         return stats;
     }
 
