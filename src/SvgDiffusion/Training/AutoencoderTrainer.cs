@@ -176,7 +176,7 @@ public sealed class AutoencoderTrainer : IDisposable
         var header = SafeTensors.ReadHeader(path);
         if (!header.Metadata.TryGetValue(KindKey, out var kind) || kind != KindValue)
             throw new SvgdException($"{path}: not an autoencoder training checkpoint (no '{KindKey}: {KindValue}' metadata); to fine-tune released weights use --init");
-        var config = ConfigJson.Parse<AutoencoderTrainingConfig>(JsonNode.Parse(header.Metadata[TrainingConfigKey]), $"{path} metadata");
+        var config = RunCheckpoint.Config<AutoencoderTrainingConfig>(header.Metadata, TrainingConfigKey, path);
         if (steps is int s) config = config with { Steps = s };
         var model = SvgAutoencoderCheckpoint.Load(path);
         var trainer = new AutoencoderTrainer(model, data, config, perceptual);
@@ -184,7 +184,7 @@ public sealed class AutoencoderTrainer : IDisposable
         StateDictLoader.Load(trainer.Discriminator, RunCheckpoint.Section(sd, DiscPrefix), path);
         RunCheckpoint.RestoreOptimizer(trainer._optAe, sd["optimizer.autoencoder"], path, "optimizer.autoencoder");
         RunCheckpoint.RestoreOptimizer(trainer._optDisc, sd["optimizer.discriminator"], path, "optimizer.discriminator");
-        trainer.Step = int.Parse(header.Metadata[StepKey], System.Globalization.CultureInfo.InvariantCulture);
+        trainer.Step = RunCheckpoint.Step(header.Metadata, StepKey, path);
         return trainer;
     }
 

@@ -314,12 +314,11 @@ public sealed class DiTTrainer : IDisposable
     public static DiTTrainingInfo ReadInfo(string path)
     {
         var meta = TrainingHeader(path).Metadata;
-        var model = ConfigJson.Parse<DiTConfig>(JsonNode.Parse(meta[DiTCheckpoint.ConfigMetadataKey]), $"{path} metadata").Validate(path);
-        var training = ConfigJson.Parse<DiTTrainingConfig>(JsonNode.Parse(meta[TrainingConfigKey]), $"{path} metadata");
-        if (!int.TryParse(meta[StepKey], NumberStyles.None, CultureInfo.InvariantCulture, out int step))
-            throw new SvgdException($"{path}: step '{meta[StepKey]}' is not a number");
-        var names = meta.TryGetValue(ClassNamesKey, out var n) ? JsonNode.Parse(n)!.AsArray().Select(x => x!.GetValue<string>()).ToList() : null;
-        var shape = meta.TryGetValue(LatentShapeKey, out var s) ? JsonNode.Parse(s)!.AsArray().Select(x => x!.GetValue<long>()).ToList() : null;
+        var model = RunCheckpoint.Config<DiTConfig>(meta, DiTCheckpoint.ConfigMetadataKey, path).Validate(path);
+        var training = RunCheckpoint.Config<DiTTrainingConfig>(meta, TrainingConfigKey, path);
+        int step = RunCheckpoint.Step(meta, StepKey, path);
+        var names = RunCheckpoint.List<string>(meta, ClassNamesKey, path);
+        var shape = RunCheckpoint.List<long>(meta, LatentShapeKey, path);
         return new DiTTrainingInfo(step, model, training, names, shape);
     }
 

@@ -11,6 +11,37 @@ namespace SvgDiffusion.Training;
 /// </summary>
 public static class RunCheckpoint
 {
+    /// <summary>A metadata value of a training checkpoint, or one line naming the file and the missing key.</summary>
+    public static string Metadata(IReadOnlyDictionary<string, string> meta, string key, string path) =>
+        meta.TryGetValue(key, out var v) ? v : throw new SvgdException($"{path}: training checkpoint metadata lacks '{key}'");
+
+    /// <summary>A config stored as JSON in the metadata; a damaged one is one line naming the file and key.</summary>
+    public static T Config<T>(IReadOnlyDictionary<string, string> meta, string key, string path) =>
+        SvgDiffusion.Config.ConfigJson.ParseText<T>(Metadata(meta, key, path), $"{path} metadata '{key}'");
+
+    /// <summary>The step count stored in the metadata.</summary>
+    public static int Step(IReadOnlyDictionary<string, string> meta, string key, string path)
+    {
+        string v = Metadata(meta, key, path);
+        return int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int step)
+            ? step : throw new SvgdException($"{path}: metadata '{key}' is '{v}', not a step number");
+    }
+
+    /// <summary>An optional JSON array of values in the metadata (class names, a shape); null when absent.</summary>
+    public static List<T>? List<T>(IReadOnlyDictionary<string, string> meta, string key, string path)
+    {
+        if (!meta.TryGetValue(key, out var v)) return null;
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(v)?.AsArray().Select(x => x!.GetValue<T>()).ToList()
+                   ?? throw new SvgdException($"{path}: metadata '{key}' is null, not a list");
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException or NullReferenceException)
+        {
+            throw new SvgdException($"{path}: metadata '{key}' is not a JSON list of {typeof(T).Name} values");
+        }
+    }
+
     public static Tensor OptimizerBlob(OptimizerHelper optimizer)
     {
         using var ms = new MemoryStream();
