@@ -20,8 +20,8 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class KernelTests
 {
-    /// <summary>The grid: first layers (1, 3, 8), off the vector width (20, 136, 388, 392, 520).</summary>
-    static readonly long[] GridInChannels = { 1, 3, 8, 20, 136, 388, 392, 520 };
+    /// <summary>The grid: first layers (1, 3, 8), off the vector width (20, 136, 388, 392, 520), on it (384).</summary>
+    static readonly long[] GridInChannels = { 1, 3, 8, 20, 136, 384, 388, 392, 520 };
 
     static List<KernelCheckResult> ConvGrid(ConvPath path)
     {

@@ -23,7 +23,7 @@ public sealed record KernelCheckResult(string Kernel, string Case, string Dtype,
 public static class KernelCheck
 {
     /// <summary>Bumped whenever the checks change, so cached verdicts of older checks are not reused.</summary>
-    public const int Version = 1;
+    public const int Version = 2;
 
     /// <summary>fp32 kernels are right to about 1e-6 here; the wrong conv of the numerics issue is off by 0.4-0.8.</summary>
     public const double Fp32Tolerance = 1e-4;
@@ -31,8 +31,8 @@ public static class KernelCheck
     /// <summary>bf16 rounds inputs and outputs to 8 bits of mantissa (0.4%); the faulty bf16 conv is off by 10-20%.</summary>
     public const double Bf16Tolerance = 3e-2;
 
-    /// <summary>In-channel counts of the conv grid: first layers (1, 3, 8), off the vector width (20, 136, 392, 520) and on it (384).</summary>
-    public static readonly long[] ConvInChannels = { 1, 3, 8, 20, 136, 384, 392, 520 };
+    /// <summary>In-channel counts of the conv grid: first layers (1, 3, 8) and off the vector width (20, 136, 392, 520); the model shapes below cover counts on it (64).</summary>
+    public static readonly long[] ConvInChannels = { 1, 3, 8, 20, 136, 392, 520 };
 
     static readonly ScalarType[] Dtypes = { ScalarType.Float32, ScalarType.BFloat16 };
 
