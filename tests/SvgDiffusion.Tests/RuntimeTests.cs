@@ -33,4 +33,13 @@ public class RuntimeTests(ITestOutputHelper output)
         using var b = a.matmul(a.t());
         Assert.Equal(new float[] { 5, 14, 14, 50 }, b.data<float>().ToArray());
     }
+
+    [Fact]
+    public void MallocKeepsLargeBlocksOnTheHeapOnGlibc()
+    {
+        // The test host starts through the same TorchRuntime initialiser as the CLI.
+        bool glibc = OperatingSystem.IsLinux() && File.Exists("/lib/x86_64-linux-gnu/libc.so.6") | File.Exists("/usr/lib/x86_64-linux-gnu/libc.so.6") | File.Exists("/lib/aarch64-linux-gnu/libc.so.6");
+        bool optedOut = Environment.GetEnvironmentVariable("SVGD_MALLOC") == "default";
+        Assert.Equal(glibc && !optedOut, MallocTuning.Applied);
+    }
 }

@@ -22,6 +22,8 @@ public sealed record DiagnosisReport
     public string? Mkl { get; init; }
     public string? CpuCapability { get; init; }
     public required string LibStdCxx { get; init; }
+    /// <summary>Whether glibc's malloc keeps large blocks on the heap (<see cref="MallocTuning"/>).</summary>
+    public required string Malloc { get; init; }
     /// <summary>Environment variables that steer oneDNN, MKL or OpenMP, as set for this process.</summary>
     public required Dictionary<string, string> KernelEnvironment { get; init; }
     public required string MachineKey { get; init; }
@@ -80,6 +82,9 @@ public static class Diagnosis
                 LibStdCxxCompat.ShimLoaded => "system libstdc++ lacks GLIBCXX_3.4.32: patched libLibTorchSharp.so + shim loaded",
                 _ => "system libstdc++ is new enough: TorchSharp as shipped",
             },
+            Malloc = MallocTuning.Applied
+                ? "glibc tuned: blocks up to 1 GiB from the heap, no trimming (SVGD_MALLOC=default for glibc's defaults)"
+                : "allocator defaults",
             KernelEnvironment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
                 .Select(e => ((string)e.Key, e.Value as string ?? ""))
                 .Where(e => e.Item1.StartsWith("ONEDNN_", StringComparison.Ordinal) || e.Item1.StartsWith("DNNL_", StringComparison.Ordinal)

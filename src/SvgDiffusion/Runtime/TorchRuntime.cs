@@ -35,6 +35,7 @@ public static class TorchRuntime
         lock (Gate)
         {
             if (_compat is { } known) return known;
+            MallocTuning.Apply();
             _compat = LoadShimIfPresent();
             return _compat.Value;
         }
