@@ -10,14 +10,7 @@ namespace SvgDiffusion.Tests;
 
 public class CliTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var console = new TestConsole();
-        console.Profile.Width = 200;
-        var err = new StringWriter();
-        int code = SvgdCli.Run(args, console, err);
-        return (code, console.Output, err.ToString());
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => Reference.RunCli(args);
 
     [Fact]
     public void FeaturesFromImagesWritesEveryOutput()

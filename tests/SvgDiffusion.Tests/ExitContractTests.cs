@@ -21,14 +21,7 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class ExitContractTests(FashionLatents data) : IClassFixture<FashionLatents>
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var console = new TestConsole();
-        console.Profile.Width = 200;
-        var err = new StringWriter();
-        int code = SvgdCli.Run(args, console, err);
-        return (code, console.Output, err.ToString());
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => Reference.RunCli(args);
 
     /// <summary>Exit 1 with exactly one "error: ..." line on stderr (warnings aside) containing <paramref name="expected"/>.</summary>
     static string Refused((int Code, string Out, string Err) r, string expected)

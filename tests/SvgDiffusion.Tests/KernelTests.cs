@@ -227,11 +227,9 @@ public class KernelTests
     [Fact]
     public void DoctorReportsEveryCheckAsJson()
     {
-        var console = new TestConsole();
-        var err = new StringWriter();
-        int code = SvgdCli.Run(new[] { "doctor", "--json" }, console, err);
-        Assert.True(code == 0, err.ToString() + console.Output);
-        using var doc = JsonDocument.Parse(console.Output);
+        var (code, stdout, stderr) = Reference.RunCli("doctor", "--json");
+        Assert.True(code == 0, stderr + stdout);
+        using var doc = JsonDocument.Parse(stdout);
         var root = doc.RootElement;
         Assert.True(root.GetProperty("verdict").GetProperty("all_passed").GetBoolean());
         Assert.True(root.GetProperty("verdict").GetProperty("results").GetArrayLength() > 100);

@@ -57,6 +57,16 @@ public static class Reference
         Assert.True(err <= tol, $"{what}: max abs error {err:g4} > {tol:g2}");
     }
 
+    /// <summary>The svgd CLI in-process: exit code, standard output (200 columns wide), standard error.</summary>
+    public static (int Code, string Out, string Err) RunCli(params string[] args)
+    {
+        var console = new Spectre.Console.Testing.TestConsole();
+        console.Profile.Width = 200;
+        var err = new StringWriter();
+        int code = SvgDiffusion.Cli.SvgdCli.Run(args, console, err);
+        return (code, console.Output, err.ToString());
+    }
+
     public static string TempDir()
     {
         string d = Path.Combine(Path.GetTempPath(), "svgd-tests", Guid.NewGuid().ToString("N"));
