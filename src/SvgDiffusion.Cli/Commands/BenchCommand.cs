@@ -13,22 +13,26 @@ internal static class BenchCommand
     public static Command Create(CliContext cli)
     {
         var batch = new Option<int>("--batch-size") { Description = "Batch of the encoder, decoder, small-DiT and sampling rows (SVG-XL runs batch 1).", DefaultValueFactory = _ => 8 };
-        var dtypes = new Option<string>("--dtype") { Description = "Precisions to measure: fp32, bf16 or fp32,bf16.", DefaultValueFactory = _ => "fp32,bf16" };
+        var dtypes = new Option<string?>("--dtype") { Description = "Precisions to measure: fp32, bf16 or fp32,bf16 (default: fp32, plus bf16 where the CPU has native bf16; --full: both)." };
         var dit = new Option<string>("--dit-preset") { Description = "DiT for the small forward, training and sampling rows.", DefaultValueFactory = _ => "svg-s" };
         var noXl = new Option<bool>("--no-xl") { Description = "Skip the SVG-XL forward rows." };
-        var steps = new Option<string>("--steps") { Description = "Sampling step counts to time.", DefaultValueFactory = _ => "1,5,25" };
+        var steps = new Option<string?>("--steps") { Description = "Sampling step counts to time (default 1,5; --full: 1,5,25)." };
+        var full = new Option<bool>("--full") { Description = "Everything: both precisions, 25-step sampling, and SVG-XL scaling rows (batch 1/2/4/8 at 16x16, and 32x32 = 512 px). The default run stays under a few minutes." };
         var repeats = new Option<int>("--repeats") { Description = "Timed repetitions per row (median reported).", DefaultValueFactory = _ => 3 };
         var json = new Option<string>("--json") { Description = "Where to write the results as JSON.", DefaultValueFactory = _ => "bench.json" };
-        var cmd = new Command("bench", "Measure throughput of encoder, decoder, DiT forward, training step and full sampling, in fp32 and bf16, against this machine's matmul peak.") { batch, dtypes, dit, noXl, steps, repeats, json };
+        var cmd = new Command("bench", "Measure throughput of encoder, decoder, DiT forward, training step and full sampling, in fp32 and bf16, against this machine's matmul peak.") { batch, dtypes, dit, noXl, steps, full, repeats, json };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
+            bool everything = p.GetValue(full);
+            string dtypeList = p.GetValue(dtypes) ?? (everything || SvgDiffusion.Runtime.CpuInfo.Current.NativeBf16 ? "fp32,bf16" : "fp32");
             var opts = new BenchmarkOptions
             {
                 Batch = p.GetValue(batch),
-                Dtypes = p.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(FeaturesCommand.ParseDtype).Distinct().ToArray(),
+                Scaling = everything && !p.GetValue(noXl),
+                Dtypes = dtypeList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(FeaturesCommand.ParseDtype).Distinct().ToArray(),
                 SmallDiT = p.GetValue(dit)!,
                 IncludeXl = !p.GetValue(noXl),
-                SamplingSteps = p.GetValue(steps)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.TryParse(s, out int v) && v > 0 ? v : throw new SvgdException($"--steps: '{s}' is not a positive integer")).ToArray(),
+                SamplingSteps = (p.GetValue(steps) ?? (everything ? "1,5,25" : "1,5")).Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.TryParse(s, out int v) && v > 0 ? v : throw new SvgdException($"--steps: '{s}' is not a positive integer")).ToArray(),
                 Repeats = p.GetValue(repeats),
             };
             cli.Console.MarkupLine($"threads: {torch.get_num_threads()}");

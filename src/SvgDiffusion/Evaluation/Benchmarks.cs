@@ -15,6 +15,8 @@ public sealed record BenchmarkOptions
     public string SmallDiT { get; init; } = "svg-s";
     /// <summary>Include SVG-XL forward rows (about 350 GFLOP per sample).</summary>
     public bool IncludeXl { get; init; } = true;
+    /// <summary>SVG-XL forward at batch 1/2/4/8 on the 16x16 grid and at batch 1 on 32x32 (512 px): the cost curve.</summary>
+    public bool Scaling { get; init; }
     public IReadOnlyList<int> SamplingSteps { get; init; } = new[] { 1, 5, 25 };
     public int Repeats { get; init; } = 3;
 }
@@ -72,7 +74,13 @@ public static class Benchmarks
             }
             // DiT forward.
             var ditRuns = new List<(string Name, DiTConfig Cfg, int Batch)> { ($"DiT {o.SmallDiT} forward 16x16", small, b) };
-            if (o.IncludeXl) ditRuns.Add(("DiT svg-xl forward 16x16", DiTPresets.Get("svg-xl"), 1));
+            var xl = DiTPresets.Get("svg-xl");
+            if (o.IncludeXl) ditRuns.Add(("DiT svg-xl forward 16x16", xl, 1));
+            if (o.Scaling)
+            {
+                foreach (int bb in new[] { 2, 4, 8 }) ditRuns.Add(("DiT svg-xl forward 16x16", xl, bb));
+                ditRuns.Add(("DiT svg-xl forward 32x32 (512 px)", xl with { InputSize = 32 }, 1));
+            }
             foreach (var (name, cfg, bb) in ditRuns)
             {
                 using var dit = new DiT(cfg);
