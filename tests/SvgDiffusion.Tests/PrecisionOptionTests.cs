@@ -158,9 +158,8 @@ public class PrecisionOptionTests(ITestOutputHelper log)
         Assert.True(fmean < 0.02 * Rms(out32) && fmax < 0.1 * Rms(out32) + 0.05, $"forward: {fmax:g3} / {fmean:g3}");
         Assert.True(smean < 0.02 * Rms(sample32) && smax < 0.2 * Rms(sample32), $"sample: {smax:g3} / {smean:g3}");
 
-        // Back to fp32 gives the reference numbers again: nothing of the bf16 run stays behind.
-        model.SetComputePrecision(ScalarType.Float32);
-        Reference.Close(io["out"], model.Forward(io["x"], io["t"], io["y"]), 1e-5, "out after bf16");
+        // The weights were rounded: going back would quietly give neither precision's numbers.
+        Assert.Throws<SvgdException>(() => model.SetComputePrecision(ScalarType.Float32));
     }
 
     [Fact]
@@ -200,7 +199,7 @@ public class PrecisionOptionTests(ITestOutputHelper log)
         Assert.True(Reference.Same(noise, torch.stack(Enumerable.Range(0, labels.Length).Select(i => generator.Noise(0, i)).ToArray())));
         var latent16 = generator.SampleLatents(noise, labels);
         var (max, mean) = Report("bundled model, 3 samples, 5 Euler steps, CFG 1.5", latent32, latent16);
-        // Stated tolerance (README, Precision): mean abs < 0.02, max abs < 0.25 on latents of rms ~1.
-        Assert.True(mean < 0.02 && max < 0.25, $"bf16 vs fp32: max {max:g3}, mean {mean:g3}");
+        // Stated tolerance (README, Precision): mean abs < 0.03, max abs < 0.3 on latents of rms ~0.9 (measured: 0.011, 0.075).
+        Assert.True(mean < 0.03 && max < 0.3, $"bf16 vs fp32: max {max:g3}, mean {mean:g3}");
     }
 }

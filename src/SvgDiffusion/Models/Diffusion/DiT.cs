@@ -69,12 +69,15 @@ public sealed class DiT : nn.Module
     /// while the timestep embedding and the final layer keep fp32 weights: the time features are sines of
     /// small differences that bf16's 8-bit mantissa would round together, and the final layer's output is the
     /// velocity the sampler integrates. Inputs and outputs of <see cref="Forward"/> stay fp32 either way.
-    /// For inference; training keeps one precision throughout.
+    /// For inference; training keeps one precision throughout. Converting rounds the weights, so the way
+    /// back to a wider precision is a reload, not another call.
     /// </summary>
     public void SetComputePrecision(ScalarType dtype)
     {
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float64))
             throw new SvgdException($"the DiT computes in fp32, bf16 or fp64, not {dtype}");
+        if (ComputePrecision == ScalarType.BFloat16 && dtype != ScalarType.BFloat16)
+            throw new SvgdException($"this DiT's weights were rounded to bf16; load it again to run in {Runtime.Precision.Name(dtype)}");
         ln1.to(dtype);
         y_embedder.to(dtype);
         foreach (var blk in blocks) blk.to(dtype);
