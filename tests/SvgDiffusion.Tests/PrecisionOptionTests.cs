@@ -89,17 +89,16 @@ public class PrecisionOptionTests(ITestOutputHelper log)
         Assert.Equal(!allowed, stderr.Contains("--precision must be one of auto, fp32, bf16,"));
     }
 
+    // Precision.Resolve itself is tested in KernelTests.PrecisionTests; this is the command's default.
     [Fact]
-    public void AutoIsBf16OnlyWhereTheCpuHasNativeBf16()
+    public void SampleDefaultsToAutoResolvedForThisCpu()
     {
-        var expected = CpuInfo.Current.NativeBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-        Assert.Equal(expected, Precision.Resolve("auto"));
-        Assert.Equal(expected, Precision.Resolve(" AUTO ", allowFp64: false));
-        Assert.Equal(ScalarType.Float32, Precision.Resolve("fp32"));
-        Assert.Equal(ScalarType.BFloat16, Precision.Resolve("bfloat16"));
-        Assert.Equal(ScalarType.Float64, Precision.Resolve("fp64"));
-        Assert.Throws<SvgdException>(() => Precision.Resolve("fp64", allowFp64: false));
-        log.WriteLine($"auto on this CPU: {Precision.Name(expected)}");
+        var expected = CpuInfo.Current.NativeBf16 ? "bf16" : "fp32";
+        string dir = Reference.TempDir();
+        var (code, stdout, stderr) = Run("sample", "--n", "1", "--steps", "1", "--no-decode", "--latent-out", Path.Combine(dir, "z.safetensors"));
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains($", {expected}", stdout);
+        log.WriteLine($"auto on this CPU: {expected}");
     }
 
     [Fact]
