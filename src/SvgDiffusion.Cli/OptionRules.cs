@@ -85,6 +85,9 @@ internal static class OptionRules
                     bool ok = double.IsFinite(v) && (r.MinOpen ? v > r.Min : v >= r.Min) && v <= r.Max;
                     if (!ok) throw new SvgdException($"{o.Name} must be a finite number {r.Range}, got {v.ToString(CultureInfo.InvariantCulture)}");
                     break;
+                case Option<string> s when o.Name == "--precision":
+                    Commands.PrecisionOption.Parse(p, s);
+                    break;
             }
         }
 

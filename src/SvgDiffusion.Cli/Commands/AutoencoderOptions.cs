@@ -24,19 +24,6 @@ internal sealed class AutoencoderOptions
 
     public IEnumerable<Option> All => new Option[] { Autoencoder, Preset, Config, Encoder };
 
-    /// <summary>
-    /// Compute precision of encode/decode. fp64 is the machine-independent reference: float64 reaches no
-    /// oneDNN kernel, so its result is the same on every CPU (about 10x slower); compare a machine's
-    /// fp32 output with it when numbers look off.
-    /// </summary>
-    public static Option<string> PrecisionOption() => new("--precision")
-    {
-        Description = "Compute precision: fp32, bf16, auto (bf16 where the CPU has native bf16, else fp32), or fp64 (float64 throughout, no oneDNN kernel: the same numbers on every CPU, slow; for checking a machine). Outputs are written as fp32.",
-        DefaultValueFactory = _ => "fp32",
-    };
-
-    public static ScalarType ParsePrecision(string s) => SvgDiffusion.Runtime.Precision.Resolve(s);
-
     public SvgAutoencoderConfig? ResolveConfig(ParseResult p)
     {
         string? preset = p.GetValue(Preset), config = p.GetValue(Config);

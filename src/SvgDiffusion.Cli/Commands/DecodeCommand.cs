@@ -16,14 +16,14 @@ internal static class DecodeCommand
         var key = new Option<string>("--key") { Description = "Name of the latent tensor.", DefaultValueFactory = _ => "latent" };
         var output = new Option<string>("--out") { Description = "A folder for one PNG per latent, or a .safetensors file for the tensor 'images' in [-1, 1].", Required = true }.Output(v => v.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? OptionRules.Kind.OutputFile : OptionRules.Kind.OutputDir);
         var batch = new Option<int>("--batch-size") { Description = "Latents per decoder pass.", DefaultValueFactory = _ => 8 };
-        var precision = AutoencoderOptions.PrecisionOption();
+        var precision = PrecisionOption.Create(allowFp64: true);
         var cmd = new Command("decode", "Decode SVG latents into images (PNGs, or a tensor in [-1, 1]).") { latents, key, output, batch, precision };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             string latentPath = p.GetValue(latents)!, k = p.GetValue(key)!, outPath = p.GetValue(output)!;
             int bs = p.GetValue(batch);
-            var dtype = AutoencoderOptions.ParsePrecision(p.GetValue(precision)!);
+            var dtype = PrecisionOption.Parse(p, precision);
             using var model = ae.Load(p);
             model.to(dtype);
             var z = SafeTensors.Load(latentPath, new[] { k })[k];

@@ -19,7 +19,7 @@ internal static class EncodeCommand
         var output = new Option<string>("--out") { Description = "Output safetensors holding 'latent' [B, C, h, w].", Required = true }.OutputFile();
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass (in 'batch' alignment this also decides the statistics).", DefaultValueFactory = _ => 8 };
-        var precision = AutoencoderOptions.PrecisionOption();
+        var precision = PrecisionOption.Create(allowFp64: true);
         var cmd = new Command("encode", "Encode images into SVG latents: DINOv3 patch features plus aligned residual channels.") { images, tensor, key, output, alignment, batch, precision };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
@@ -29,7 +29,7 @@ internal static class EncodeCommand
             if (tensorPath != null && tensorKey == null) throw new SvgdException("--tensor needs --key to name the tensor inside it");
             int bs = p.GetValue(batch);
             if (bs <= 0) throw new SvgdException("--batch-size must be positive");
-            var dtype = AutoencoderOptions.ParsePrecision(p.GetValue(precision)!);
+            var dtype = PrecisionOption.Parse(p, precision);
             using var model = ae.Load(p);
             model.to(dtype);
             if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);

@@ -24,9 +24,11 @@ internal static class FeaturesCommand
         var layers = new Option<string?>("--layers") { Description = "Comma-separated block indices whose normed patch tokens to add, e.g. 3,11 (negative counts from the last block)." };
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass.", DefaultValueFactory = _ => 8 };
         var size = new Option<string>("--size") { Description = "Resize images to SIZE or HxW pixels (multiples of the patch size; bilinear with antialias).", DefaultValueFactory = _ => "256" };
-        var dtype = new Option<string>("--dtype") { Description = "Compute precision: fp32 or bf16 (outputs are always written as fp32).", DefaultValueFactory = _ => "fp32" };
+        var precision = PrecisionOption.Create();
+        // The name before --precision existed; still accepted so existing scripts keep working.
+        var dtype = new Option<string?>("--dtype") { Description = "Old name of --precision (fp32 or bf16).", Hidden = true };
         var cmd = new Command("features", "Extract frozen DINOv3 features (class, register and patch tokens, intermediate layers) from images or a tensor.")
-        { encoder, images, tensor, key, output, layers, batch, size, dtype };
+        { encoder, images, tensor, key, output, layers, batch, size, precision, dtype };
         foreach (var o in model.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -36,7 +38,9 @@ internal static class FeaturesCommand
             if (tensorPath != null && tensorKey == null) throw new SvgdException("--tensor needs --key to name the tensor inside it");
             int batchSize = p.GetValue(batch);
             if (batchSize <= 0) throw new SvgdException("--batch-size must be positive");
-            var compute = ParseDtype(p.GetValue(dtype)!);
+            if (p.GetValue(dtype) != null && p.GetResult(precision) is { Implicit: false })
+                throw new SvgdException("give --precision only (--dtype is its old name)");
+            var compute = p.GetValue(dtype) is string old ? ParseDtype(old) : PrecisionOption.Parse(p, precision);
             var layerIds = ParseLayers(p.GetValue(layers));
             string outPath = p.GetValue(output)!;
 

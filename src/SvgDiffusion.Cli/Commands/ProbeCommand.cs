@@ -29,7 +29,8 @@ internal static class ProbeCommand
         public Option<string?> CacheDir { get; } = new("--cache-dir") { Description = "Where extracted features are cached and reused (default: .svgd-cache/probe beside the data)." };
         public Option<int> Batch { get; } = new("--extract-batch-size") { Description = "Images per encoder pass.", DefaultValueFactory = _ => 32 };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of the probe's initialisation and batch order.", DefaultValueFactory = _ => 0 };
-        public IEnumerable<Option> All => new Option[] { Encoder, Config, Size, CacheDir, Batch, Seed };
+        public Option<string> Precision { get; } = PrecisionOption.Create();
+        public IEnumerable<Option> All => new Option[] { Encoder, Config, Size, CacheDir, Batch, Seed, Precision };
 
         public (FeatureExtractor Extractor, IDisposable Owner) Load(ParseResult p)
         {
@@ -40,10 +41,12 @@ internal static class ProbeCommand
             {
                 var cfg = p.GetValue(Config) is string c ? SvgDiffusion.Config.ConfigJson.Load<SvgAutoencoderConfig>(c).Validate(c) : null;
                 var ae = SvgAutoencoderCheckpoint.Load(path, cfg);
+                ae.to(PrecisionOption.Parse(p, Precision));
                 return (new FeatureExtractor(ae, path), ae);
             }
             var dcfg = p.GetValue(Config) is string dc ? SvgDiffusion.Config.ConfigJson.Load<Dinov3Config>(dc, "dino").Validate(dc) : null;
             var dino = Dinov3Checkpoint.Load(path, dcfg);
+            dino.to(PrecisionOption.Parse(p, Precision));
             return (new FeatureExtractor(dino, path), dino);
         }
 

@@ -24,11 +24,14 @@ internal static class ReconstructCommand
         var lpipsLin = new Option<string?>("--lpips") { Description = "LPIPS linear-layer weights (the LPIPS release's vgg.pth)." };
         var vgg = new Option<string?>("--vgg") { Description = "torchvision VGG-16 weights for LPIPS, unless --lpips holds them." };
         var features = new FeatureNetworkOptions();
-        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM (and with --metrics LPIPS and rFID) per image and on average.") { images, output, alignment, batch, max, metrics, lpipsLin, vgg };
+        var precision = PrecisionOption.Create();
+        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM (and with --metrics LPIPS and rFID) per image and on average.") { images, output, alignment, batch, max, metrics, lpipsLin, vgg, precision };
         foreach (var o in ae.All.Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             using var model = ae.Load(p);
+            var dtype = PrecisionOption.Parse(p, precision);
+            model.to(dtype);
             if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
             int size = model.Config.ResidualVit.ImageSize, bs = p.GetValue(batch);
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
@@ -55,7 +58,7 @@ internal static class ReconstructCommand
                     using var _ = torch.inference_mode();
                     int n = Math.Min(bs, folder.Count - s);
                     var x = batchOf(s, n);
-                    var rec = model.Decode(model.Encode(SvgAutoencoder.ToEncoderInput(x))).clamp(-1, 1);
+                    var rec = model.Decode(model.Encode(SvgAutoencoder.ToEncoderInput(x).to(dtype))).to(ScalarType.Float32).clamp(-1, 1);
                     var x01 = (x + 1) / 2;
                     var r01 = (rec + 1) / 2;
                     psnr.AddRange(ImageMetrics.Psnr(x01, r01).data<double>().ToArray());

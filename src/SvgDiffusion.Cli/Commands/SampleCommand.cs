@@ -30,8 +30,9 @@ internal static class SampleCommand
         var key = new Option<string>("--key") { Description = "Name of the tensor in --init-noise.", DefaultValueFactory = _ => "z" };
         var latentOut = new Option<string?>("--latent-out") { Description = "Also write the sampled latents [B, C, h, w] in the model's (normalised) space, before de-normalisation." };
         var noDecode = new Option<bool>("--no-decode") { Description = "Stop after sampling (with --latent-out); no autoencoder needed." };
+        var precision = PrecisionOption.Create();
         var cmd = new Command("sample", "Generate images: sample SVG latents with the DiT (rectified flow, Euler/Heun, classifier-free guidance) and decode them.")
-        { classes, labels, n, output, outDir, batch, initNoise, key, latentOut, noDecode };
+        { classes, labels, n, output, outDir, batch, initNoise, key, latentOut, noDecode, precision };
         foreach (var o in ditOptions.All.Concat(ae.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -87,10 +88,11 @@ internal static class SampleCommand
             long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
             if (bytes > available / 2)
                 throw new SvgdException($"--n: {count} samples need about {bytes / (1 << 20):N0} MiB kept in memory, more than half of the {available / (1 << 20):N0} MiB available; sample in smaller runs (--seed/--n) or use 'svgd sample-eval'");
-            console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {count} samples, {Markup.Escape(solver.ToString())}, {Markup.Escape(schedule.ToString())}");
+            var dtype = PrecisionOption.Parse(p, precision);
+            console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {count} samples, {Markup.Escape(solver.ToString())}, {Markup.Escape(schedule.ToString())}, {Runtime.Precision.Name(dtype)}");
             int bs = p.GetValue(batch);
             long seedValue = p.GetValue(ditOptions.Seed);
-            var generator = new SvgGenerator(dit, solver, schedule, norm, aeModel) { GridH = h, GridW = w };
+            var generator = new SvgGenerator(dit, solver, schedule, norm, aeModel) { GridH = h, GridW = w }.SetPrecision(dtype);
             var latents = new List<Tensor>();
             var images = new List<Tensor>();
             var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -22,7 +22,8 @@ internal static class SampleEvalCommand
         var reference = new Option<string?>("--ref") { Description = "Reference statistics (.npz, e.g. VIRTUAL_imagenet256_labeled.npz) or image folder: report the distance at the end." };
         var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
-        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch };
+        var precision = PrecisionOption.Create();
+        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch, precision };
         foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -36,13 +37,18 @@ internal static class SampleEvalCommand
             using var stats = dit.LoadStatistics(p, model.Config.InChannels);
             using var autoencoder = ae.Load(p);
             using var net = features.Create(p);
-            var generator = new SvgGenerator(model, dit.CreateSampler(p), dit.CreateGuidance(p), stats, autoencoder);
+            var dtype = PrecisionOption.Parse(p, precision);
+            // The feature network stays fp32 whatever --precision says: the metric must not move with the precision it measures.
+            var generator = new SvgGenerator(model, dit.CreateSampler(p), dit.CreateGuidance(p), stats, autoencoder).SetPrecision(dtype);
             long seed = p.GetValue(dit.Seed);
             int classes = model.Config.NumClasses;
             int Label(int i) => mode == "balanced" ? i % classes : generator.RandomLabel(seed, i);
 
             // A shard records what produced it, so a resume with other settings is refused instead of mixed in.
-            string fingerprint = JsonSerializer.Serialize(new { model = p.GetValue(dit.Model), steps = p.GetValue(dit.Steps), cfg = p.GetValue(dit.Cfg), guidance = p.GetValue(dit.Guidance), sampler = p.GetValue(dit.Solver), shift = p.GetValue(dit.Shift), seed, mode, net = net.Label, shardSize });
+            // The resolved precision, not the option: auto on two machines can differ. fp32 adds nothing, so shards written before --precision existed still resume.
+            object settings = new { model = p.GetValue(dit.Model), steps = p.GetValue(dit.Steps), cfg = p.GetValue(dit.Cfg), guidance = p.GetValue(dit.Guidance), sampler = p.GetValue(dit.Solver), shift = p.GetValue(dit.Shift), seed, mode, net = net.Label, shardSize };
+            string fingerprint = JsonSerializer.Serialize(settings);
+            if (dtype != ScalarType.Float32) fingerprint = fingerprint[..^1] + $",\"precision\":\"{Runtime.Precision.Name(dtype)}\"}}";
             int shards = (total + shardSize - 1) / shardSize;
             var done = Enumerable.Range(0, shards).Where(k => File.Exists(ShardPath(shardDir, k))).ToHashSet();
             foreach (int k in done)

@@ -117,8 +117,9 @@ public static class Benchmarks
             var dec = SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16).Decoder;
             using var dit = new DiT(small);
             using var decoder = new Decoder(dec);
-            dit.eval(); dit.to(dtype); decoder.eval(); decoder.to(dtype);
-            using var z = torch.randn(b, tokens, small.InChannels).to(dtype);
+            // The mix `sample --precision` runs: fp32 noise, sampler and final layer around bf16 blocks.
+            dit.eval(); dit.SetComputePrecision(dtype); decoder.eval(); decoder.to(dtype);
+            using var z = torch.randn(b, tokens, small.InChannels);
             using var cond = torch.zeros(b, dtype: ScalarType.Int64);
             using var nul = torch.full(b, small.NumClasses, dtype: ScalarType.Int64);
             foreach (int steps in o.SamplingSteps)
@@ -131,7 +132,7 @@ public static class Benchmarks
                     using var _ = torch.inference_mode();
                     using var tok = sampler.Sample(dit, z, cond, nul, guidance);
                     using var lat = DiT.TokensToLatent(tok, small.InputSize, small.InputSize);
-                    using var img = decoder.Forward(lat);
+                    using var img = decoder.Forward(lat.to(dtype));
                 }, 1, Math.Min(o.Repeats, steps >= 25 ? 1 : o.Repeats)));
             }
         }

@@ -19,6 +19,22 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
     public int GridH { get; init; } = model.Config.InputSize;
     public int GridW { get; init; } = model.Config.InputSize;
 
+    /// <summary>The precision of the DiT's blocks and the decoder (see <see cref="SetPrecision"/>).</summary>
+    public ScalarType Precision { get; private set; } = ScalarType.Float32;
+
+    /// <summary>
+    /// Runs the DiT blocks and the decoder in <paramref name="dtype"/>. The noise, the sampler's state and
+    /// update, the latent statistics and all outputs stay fp32, so a seed gives the same noise in every
+    /// precision and the difference between precisions is only the networks' rounding.
+    /// </summary>
+    public SvgGenerator SetPrecision(ScalarType dtype)
+    {
+        model.SetComputePrecision(dtype);
+        autoencoder?.to(dtype);
+        Precision = dtype;
+        return this;
+    }
+
     /// <summary>Noise tokens [T, C] of sample <paramref name="index"/>.</summary>
     public Tensor Noise(long seed, long index)
     {
@@ -54,6 +70,7 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
         using var _ = torch.inference_mode();
         var z = statistics != null ? statistics.Denormalize(latents) : latents;
         // Checked before the clamp: clamp keeps NaN, but would hide Inf as a saturated pixel.
-        return Runtime.Finite.Output(autoencoder.Decode(z), "the decoded images").clamp(-1, 1).MoveToOuterDisposeScope();
+        var images = autoencoder.Decode(z.to(Precision)).to(ScalarType.Float32);
+        return Runtime.Finite.Output(images, "the decoded images").clamp(-1, 1).MoveToOuterDisposeScope();
     }
 }

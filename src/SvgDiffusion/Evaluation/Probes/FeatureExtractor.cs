@@ -126,7 +126,8 @@ public sealed class FeatureExtractor
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        var x = SvgAutoencoder.ToEncoderInput(images.to(ModelDevice));
+        // The network's own precision (bf16 after --precision bf16); its weights' fingerprint already keys the cache apart.
+        var x = SvgAutoencoder.ToEncoderInput(images.to(ModelDevice)).to(ModelDtype);
         Tensor result;
         if (_autoencoder != null)
         {
@@ -151,6 +152,7 @@ public sealed class FeatureExtractor
     }
 
     Device ModelDevice => _module?.parameters().FirstOrDefault()?.device ?? torch.CPU;
+    ScalarType ModelDtype => _module?.parameters().FirstOrDefault()?.dtype ?? ScalarType.Float32;
 
     T InEval<T>(Func<T> run)
     {

@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -21,8 +22,9 @@ public sealed class Attention : Module<Tensor, Tensor>
         _heads = heads;
         qkv = Linear(dim, dim * 3, hasBias: true);
         // Identity has no weights, so without qk-norm the state dict has no q_norm/k_norm keys, as in timm.
-        q_norm = qkNorm ? LayerNorm(dim / heads, 1e-5) : Identity();
-        k_norm = qkNorm ? LayerNorm(dim / heads, 1e-5) : Identity();
+        // PrecisionLayerNorm: in bf16 the per-head statistics are taken in fp32 (same keys as LayerNorm).
+        q_norm = qkNorm ? new PrecisionLayerNorm(dim / heads, 1e-5, "q_norm") : Identity();
+        k_norm = qkNorm ? new PrecisionLayerNorm(dim / heads, 1e-5, "k_norm") : Identity();
         proj = Linear(dim, dim);
         RegisterComponents();
     }
@@ -37,6 +39,7 @@ public sealed class Attention : Module<Tensor, Tensor>
         var parts = qkv.forward(x).reshape(b, n, 3, _heads, c / _heads).permute(2, 0, 3, 1, 4).unbind(0);
         var q = q_norm.forward(parts[0]);
         var k = k_norm.forward(parts[1]);
+        // libtorch's CPU attention kernel accumulates bf16 scores and the softmax in fp32 (opmath), so the softmax stays fp32.
         var o = functional.scaled_dot_product_attention(q, k, parts[2]);
         return proj.forward(o.transpose(1, 2).reshape(b, n, c)).MoveToOuterDisposeScope();
     }

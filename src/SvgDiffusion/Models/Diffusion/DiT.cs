@@ -61,6 +61,31 @@ public sealed class DiT : nn.Module
         }
     }
 
+    /// <summary>The precision of the token embedding, the label table and the blocks (see <see cref="SetComputePrecision"/>).</summary>
+    public ScalarType ComputePrecision => ln1.weight!.dtype;
+
+    /// <summary>
+    /// Runs the token embedding, label table and blocks in <paramref name="dtype"/> (weights and activations)
+    /// while the timestep embedding and the final layer keep fp32 weights: the time features are sines of
+    /// small differences that bf16's 8-bit mantissa would round together, and the final layer's output is the
+    /// velocity the sampler integrates. Inputs and outputs of <see cref="Forward"/> stay fp32 either way.
+    /// For inference; training keeps one precision throughout. Converting rounds the weights, so the way
+    /// back to a wider precision is a reload, not another call.
+    /// </summary>
+    public void SetComputePrecision(ScalarType dtype)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float64))
+            throw new SvgdException($"the DiT computes in fp32, bf16 or fp64, not {dtype}");
+        if (ComputePrecision == ScalarType.BFloat16 && dtype != ScalarType.BFloat16)
+            throw new SvgdException($"this DiT's weights were rounded to bf16; load it again to run in {Runtime.Precision.Name(dtype)}");
+        ln1.to(dtype);
+        y_embedder.to(dtype);
+        foreach (var blk in blocks) blk.to(dtype);
+        var outer = dtype == ScalarType.Float64 ? dtype : ScalarType.Float32;
+        t_embedder.to(outer);
+        final_layer.to(outer);
+    }
+
     /// <summary>The null label, used for the unconditional half of classifier-free guidance.</summary>
     public int NullLabel => Config.NumClasses;
 
@@ -84,10 +109,13 @@ public sealed class DiT : nn.Module
         var tt = t.dim() == 0 ? t.expand(b) : t;
         if (tt.dim() != 1 || tt.shape[0] != b)
             throw new SvgdException($"DiT time must be a scalar or [{b}], got {Checkpoint.Shape(t.shape)}");
-        var h0 = ln1.forward(x) + PositionTable(h, w, x.dtype, x.device);
-        var c = t_embedder.forward(tt.to(x.device)) + y_embedder.Forward(y.to(x.device), generator);
-        foreach (var blk in blocks) h0 = blk.Forward(h0, c);
-        return final_layer.Forward(h0, c).MoveToOuterDisposeScope();
+        var compute = ComputePrecision;
+        var outer = t_embedder.Linears.First().weight!.dtype;
+        var h0 = ln1.forward(x.to(compute)) + PositionTable(h, w, compute, x.device);
+        var c = t_embedder.forward(tt.to(x.device)) + y_embedder.Forward(y.to(x.device), generator).to(outer);
+        var cc = c.to(compute);
+        foreach (var blk in blocks) h0 = blk.Forward(h0, cc);
+        return final_layer.Forward(h0.to(outer), c).to(x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>Model output for latents [B, C, h, w]; returns [B, out_channels, h, w].</summary>

@@ -38,6 +38,10 @@ public sealed class DiTBlock : nn.Module
     internal static Tensor Modulate(Tensor x, Tensor shift, Tensor scale) =>
         x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
 
+    /// <summary>LayerNorm statistics in fp32 for bf16 tokens: a mean and variance over 1,000+ channels in bf16 lose most of their digits.</summary>
+    internal static Tensor Norm(LayerNorm norm, Tensor x) =>
+        x.dtype is ScalarType.BFloat16 or ScalarType.Float16 ? norm.forward(x.to(ScalarType.Float32)).to(x.dtype) : norm.forward(x);
+
     /// <param name="x">[B, N, C] tokens.</param>
     /// <param name="c">[B, C] condition.</param>
     public Tensor Forward(Tensor x, Tensor c)
@@ -45,8 +49,8 @@ public sealed class DiTBlock : nn.Module
         using var scope = torch.NewDisposeScope();
         var m = adaLN_modulation.forward(c).chunk(6, dim: 1);
         // Order as in DiT: shift, scale, gate for attention, then for the MLP.
-        x = x + m[2].unsqueeze(1) * attn.forward(Modulate(norm1.forward(x), m[0], m[1]));
-        x = x + m[5].unsqueeze(1) * mlp.forward(Modulate(norm2.forward(x), m[3], m[4]));
+        x = x + m[2].unsqueeze(1) * attn.forward(Modulate(Norm(norm1, x), m[0], m[1]));
+        x = x + m[5].unsqueeze(1) * mlp.forward(Modulate(Norm(norm2, x), m[3], m[4]));
         return x.MoveToOuterDisposeScope();
     }
 }
