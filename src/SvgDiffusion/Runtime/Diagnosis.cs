@@ -85,13 +85,8 @@ public static class Diagnosis
             Malloc = MallocTuning.Applied
                 ? "glibc tuned: blocks up to 1 GiB from the heap, no trimming (SVGD_MALLOC=default for glibc's defaults)"
                 : "allocator defaults",
-            KernelEnvironment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-                .Select(e => ((string)e.Key, e.Value as string ?? ""))
-                .Where(e => e.Item1.StartsWith("ONEDNN_", StringComparison.Ordinal) || e.Item1.StartsWith("DNNL_", StringComparison.Ordinal)
-                            || e.Item1.StartsWith("MKL_", StringComparison.Ordinal) || e.Item1.StartsWith("OMP_", StringComparison.Ordinal)
-                            || e.Item1.StartsWith("SVGD_", StringComparison.Ordinal) || e.Item1 == "ATEN_CPU_CAPABILITY")
-                .OrderBy(e => e.Item1, StringComparer.Ordinal)
-                .ToDictionary(e => e.Item1, e => e.Item2),
+            KernelEnvironment = new Dictionary<string, string>(KernelGuard.EnvironmentVariables(n =>
+                KernelGuard.HasPrefix(n, "ONEDNN_", "DNNL_", "MKL_", "OMP_", "SVGD_") || n == "ATEN_CPU_CAPABILITY")),
             MachineKey = verdict.MachineKey,
             Verdict = verdict,
             NativeConv = native,

@@ -194,16 +194,22 @@ public static class KernelGuard
         sb.Append(string.Join(' ', cpu.Flags.Order(StringComparer.Ordinal))).Append('\n');
         sb.Append(LibTorchNative.NativePath()).Append('\n');
         sb.Append("threads=").Append(torch.get_num_threads()).Append('\n');
-        foreach (var (name, value) in Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-                     .Select(e => ((string)e.Key, e.Value as string ?? ""))
-                     .Where(e => e.Item1.StartsWith("ONEDNN_", StringComparison.Ordinal) || e.Item1.StartsWith("DNNL_", StringComparison.Ordinal)
-                                 || e.Item1.StartsWith("MKL_", StringComparison.Ordinal) || e.Item1.StartsWith("ATEN_", StringComparison.Ordinal)
-                                 || e.Item1 == "OMP_NUM_THREADS")
-                     .OrderBy(e => e.Item1, StringComparer.Ordinal))
+        foreach (var (name, value) in EnvironmentVariables(n => HasPrefix(n, "ONEDNN_", "DNNL_", "MKL_", "ATEN_") || n == "OMP_NUM_THREADS"))
             sb.Append(name).Append('=').Append(value).Append('\n');
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString()));
         return Convert.ToHexStringLower(hash)[..16];
     }
+
+    /// <summary>The process's environment variables whose names pass <paramref name="include"/>, sorted by name.</summary>
+    public static SortedDictionary<string, string> EnvironmentVariables(Func<string, bool> include)
+    {
+        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            if (e.Key is string name && include(name)) result[name] = e.Value as string ?? "";
+        return result;
+    }
+
+    public static bool HasPrefix(string name, params string[] prefixes) => prefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal));
 
     /// <summary>$SVGD_CACHE_DIR, else $XDG_CACHE_HOME/svgdiffusion, else ~/.cache/svgdiffusion; null without a home.</summary>
     public static string? CacheDirectory()
