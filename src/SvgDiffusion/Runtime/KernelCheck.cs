@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -87,14 +86,6 @@ public static class KernelCheck
             }
         }
         return results.OrderBy(r => r.Dtype == "fp32" ? 0 : 1).ToList();
-    }
-
-    /// <summary>Wall time of one full <see cref="Run"/>, for doctor's report.</summary>
-    public static (List<KernelCheckResult> Results, TimeSpan Elapsed) RunTimed(ConvPath conv)
-    {
-        var sw = Stopwatch.StartNew();
-        var r = Run(conv);
-        return (r, sw.Elapsed);
     }
 
     /// <summary>A float64 tensor whose values are exactly representable in <paramref name="dtype"/>.</summary>

@@ -79,19 +79,11 @@ public static partial class LibTorchNative
         catch (InvalidOperationException) { config = ""; }
         string? Find(string pattern) => Regex.Match(config, pattern) is { Success: true } m ? m.Groups[1].Value.Trim() : null;
         return new LibraryVersions(
-            LibTorch: Find(@"TORCH_VERSION=([0-9][^,\s]*)") ?? LibTorchVersion(),
+            LibTorch: Find(@"TORCH_VERSION=([0-9][^,\s]*)") ?? TorchSharpVersion(),
             OneDnn: Find(@"(?:MKL-DNN|oneDNN)[^\n]*?(v[0-9][0-9.]*[^\n(]*)"),
             Mkl: Find(@"Math Kernel Library Version ([^\n]+)") ?? MklVersion(),
             CpuCapability: Find(@"CPU capability usage: ([^\n]+)"),
             Config: config);
-    }
-
-    static string LibTorchVersion()
-    {
-        // TorchSharp pins one libtorch build per release; its package folder names the version.
-        var dir = Path.GetDirectoryName(NativePath());
-        var m = dir == null ? null : Regex.Match(dir, @"libtorch-cpu-linux-x64[/\\]([0-9][^/\\]*)");
-        return m is { Success: true } ? m.Groups[1].Value : TorchSharpVersion();
     }
 
     static string TorchSharpVersion() =>
