@@ -27,9 +27,9 @@ public class AutoencoderTrainingTests(ITestOutputHelper log)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        t.Model.eval();
+        t.Model.Module.eval();
         var x = t.Data.CenterBatch(Enumerable.Range(0, t.Data.Count), t.ImageSize);
-        var rec = t.Model.Decode(t.Model.Encode(SvgAutoencoder.ToEncoderInput(x)));
+        var rec = t.Model.Decode(t.Model.EncodeImages(x));
         return (x - rec).abs().mean().item<float>();
     }
 
@@ -70,8 +70,8 @@ public class AutoencoderTrainingTests(ITestOutputHelper log)
         Assert.Equal(3, resumed.Step);
         for (int i = 0; i < 2; i++) resumed.TrainStep();
 
-        var a = straight.Model.state_dict();
-        var b = resumed.Model.state_dict();
+        var a = straight.Model.Module.state_dict();
+        var b = resumed.Model.Module.state_dict();
         var differing = a.Where(kv => !Reference.Same(kv.Value, b[kv.Key])).Select(kv => $"{kv.Key} ({Reference.MaxAbs(kv.Value, b[kv.Key]):g3})").ToList();
         Assert.True(differing.Count == 0, "differ after resume: " + string.Join(", ", differing));
         var da = straight.Discriminator.state_dict();
@@ -80,7 +80,7 @@ public class AutoencoderTrainingTests(ITestOutputHelper log)
 
         // The training checkpoint is also a plain autoencoder file.
         using var reloaded = SvgAutoencoderCheckpoint.Load(Path.Combine(dir, "run.safetensors"));
-        Assert.Equal(ConfigJson.Serialize(straight.Model.Config), ConfigJson.Serialize(reloaded.Config));
+        Assert.Equal(ConfigJson.Serialize(((SvgAutoencoder)straight.Model).Config), ConfigJson.Serialize(reloaded.Config));
     }
 }
 

@@ -32,10 +32,22 @@ internal sealed class AutoencoderOptions
         return config != null ? ConfigJson.Load<SvgAutoencoderConfig>(config).Validate(config) : null;
     }
 
+    /// <summary>An SVG autoencoder: for commands that work on its parts (alignment, frozen features).</summary>
     public SvgAutoencoder Load(ParseResult p, string? path = null)
     {
-        var model = SvgAutoencoderCheckpoint.Load(path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required"), ResolveConfig(p), p.GetValue(Encoder));
+        string file = path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required");
+        if (AutoencoderFile.IsVae(file)) throw new SvgdException($"{file}: is a VAE; this command needs an SVG autoencoder");
+        var model = SvgAutoencoderCheckpoint.Load(file, ResolveConfig(p), p.GetValue(Encoder));
         model.eval();
+        return model;
+    }
+
+    /// <summary>Either kind of autoencoder (SVG or the VAE baseline), for commands that only encode and decode.</summary>
+    public ILatentAutoencoder LoadAny(ParseResult p, string? path = null)
+    {
+        string file = path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required");
+        var model = AutoencoderFile.Load(file, ResolveConfig(p), p.GetValue(Encoder));
+        model.Module.eval();
         return model;
     }
 

@@ -17,13 +17,17 @@ internal static class CacheLatentsCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per encoder pass.", DefaultValueFactory = _ => 16 };
         var bf16 = new Option<bool>("--bf16") { Description = "Store latents as bfloat16 (half the disk; read back as float32)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a cache made with other settings instead of refusing." };
-        var cmd = new Command("cache-latents", "Encode an image folder once into sharded SVG latents + labels, so diffusion training never re-runs the encoders. Resumable.")
+        var cmd = new Command("cache-latents", "Encode an image folder once into sharded latents (SVG or VAE) + labels, so diffusion training never re-runs the encoders. Resumable.")
         { images, output, flip, alignment, shard, batch, bf16, overwrite };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
-            using var model = ae.Load(p);
-            if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
+            using var model = ae.LoadAny(p);
+            if (p.GetValue(alignment) is string a)
+            {
+                if (model is not Models.Autoencoder.SvgAutoencoder svg) throw new SvgdException("--alignment applies to SVG autoencoders only; this one is a VAE");
+                svg.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
+            }
             var folder = new ImageFolder(p.GetValue(images)!);
             var writer = new LatentCacheWriter(model, folder, p.GetValue(output)!, new LatentCacheOptions
             {

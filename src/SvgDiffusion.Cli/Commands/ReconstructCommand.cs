@@ -29,11 +29,13 @@ internal static class ReconstructCommand
         foreach (var o in ae.All.Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
-            using var model = ae.Load(p);
+            using var model = ae.LoadAny(p);
             var dtype = PrecisionOption.Parse(p, precision);
-            model.to(dtype);
-            if (p.GetValue(alignment) is string a) model.Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
-            int size = model.Config.ResidualVit.ImageSize, bs = p.GetValue(batch);
+            model.Module.to(dtype);
+            var svg = model as SvgAutoencoder;
+            if (p.GetValue(alignment) is string a)
+                (svg ?? throw new SvgdException("--alignment applies to SVG autoencoders only; this one is a VAE")).Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
+            int size = model.ImageSize, bs = p.GetValue(batch);
             var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
             string outDir = p.GetValue(output)!;
             Directory.CreateDirectory(outDir);
@@ -58,7 +60,8 @@ internal static class ReconstructCommand
                     using var _ = torch.inference_mode();
                     int n = Math.Min(bs, folder.Count - s);
                     var x = batchOf(s, n);
-                    var rec = model.Decode(model.Encode(SvgAutoencoder.ToEncoderInput(x).to(dtype))).to(ScalarType.Float32).clamp(-1, 1);
+                    var z = svg != null ? svg.Encode(SvgAutoencoder.ToEncoderInput(x).to(dtype)) : model.EncodeImages(x.to(dtype));
+                    var rec = model.Decode(z).to(ScalarType.Float32).clamp(-1, 1);
                     var x01 = (x + 1) / 2;
                     var r01 = (rec + 1) / 2;
                     psnr.AddRange(ImageMetrics.Psnr(x01, r01).data<double>().ToArray());

@@ -79,12 +79,12 @@ internal static class SampleCommand
             }
 
             using var norm = ditOptions.LoadStatistics(p, dc.InChannels, modelPath, bundled ? BundledModel.StatisticsPath : null);
-            using var aeModel = decode ? ae.Load(p, aePath) : null;
-            if (aeModel != null && aeModel.Config.LatentChannels != dc.InChannels)
-                throw new SvgdException($"the autoencoder makes {aeModel.Config.LatentChannels}-channel latents but the DiT models {dc.InChannels}");
+            using var aeModel = decode ? ae.LoadAny(p, aePath) : null;
+            if (aeModel != null && aeModel.LatentChannels != dc.InChannels)
+                throw new SvgdException($"the autoencoder makes {aeModel.LatentChannels}-channel latents but the DiT models {dc.InChannels}");
 
             // Every latent and image is kept until the grid is written: refuse what cannot fit before sampling, not at the end.
-            long bytes = (long)count * 4 * ((long)dc.InChannels * h * w + (aeModel != null ? 3L * aeModel.Config.ResidualVit.ImageSize * aeModel.Config.ResidualVit.ImageSize : 0));
+            long bytes = (long)count * 4 * ((long)dc.InChannels * h * w + (aeModel != null ? 3L * aeModel.ImageSize * aeModel.ImageSize : 0));
             long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
             if (bytes > available / 2)
                 throw new SvgdException($"--n: {count} samples need about {bytes / (1 << 20):N0} MiB kept in memory, more than half of the {available / (1 << 20):N0} MiB available; sample in smaller runs (--seed/--n) or use 'svgd sample-eval'");

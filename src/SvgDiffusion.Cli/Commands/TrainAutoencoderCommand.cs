@@ -14,10 +14,11 @@ internal static class TrainAutoencoderCommand
     public static Command Create(CliContext cli)
     {
         var images = new Option<string>("--images") { Description = "Training images: a folder (recursive). Random crops of the model's input size and horizontal flips are drawn each step.", Required = true };
-        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file) and samples/step-NNNNNN.png.", Required = true }.OutputDir();
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors (resumable checkpoint, also a plain autoencoder file), samples/step-NNNNNN.png, metrics.jsonl (losses per step) and loss.png.", Required = true }.OutputDir();
         var encoder = new Option<string?>("--encoder") { Description = "Frozen encoder weights for a new model: DINOv3 (official .pth, Hugging Face safetensors, or an SVG autoencoder file holding encoder.*); for a resnet18 model optional (default: the ONNX file shipped with the build)." };
-        var preset = new Option<string?>("--preset") { Description = $"Architecture of a new model: {string.Join(", ", SvgAutoencoderPresets.Names)}." };
-        var config = new Option<string?>("--config") { Description = "Architecture of a new model as JSON (sections dino, residual_vit, decoder, alignment, mask_ratio)." };
+        var preset = new Option<string?>("--preset") { Description = $"Architecture of a new model: SVG {string.Join(", ", SvgAutoencoderPresets.Names)}; VAE baseline {string.Join(", ", Models.Vae.VaePresets.Names)}." };
+        var config = new Option<string?>("--config") { Description = "Architecture of a new model as JSON: SVG (sections dino or resnet, residual_vit, decoder, alignment, mask_ratio) or a VAE (ddconfig, embed_dim)." };
+        var klWeight = new Option<double>("--kl-weight") { Description = "Weight of a VAE's KL term (LDM: 1e-6); ignored for SVG.", DefaultValueFactory = _ => new AutoencoderTrainingConfig().KlWeight };
         var init = new Option<string?>("--init") { Description = "Start from an existing autoencoder (e.g. the released .ckpt): fine-tuning, fresh optimisers." };
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped (step, optimisers, discriminator, statistics)." };
         var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 1000 };
@@ -30,8 +31,8 @@ internal static class TrainAutoencoderCommand
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
-        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (DINOv3 stays frozen) with L1 + LPIPS + PatchGAN.")
-        { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
+        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (the frozen encoder stays frozen), or a VAE baseline, with L1 + LPIPS + PatchGAN (+ KL for a VAE).")
+        { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, klWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
@@ -55,13 +56,18 @@ internal static class TrainAutoencoderCommand
                 var cfg = new AutoencoderTrainingConfig
                 {
                     Steps = p.GetValue(steps), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr),
-                    DiscStart = p.GetValue(discStart), DiscWeight = p.GetValue(discWeight), Seed = p.GetValue(seed),
+                    DiscStart = p.GetValue(discStart), DiscWeight = p.GetValue(discWeight), KlWeight = p.GetValue(klWeight), Seed = p.GetValue(seed),
                     CheckpointEvery = p.GetValue(ckptEvery), SampleEvery = p.GetValue(sampleEvery),
                 }.Validate();
-                SvgAutoencoder model;
+                ILatentAutoencoder model;
                 if (p.GetValue(init) is string initPath)
                 {
-                    model = SvgAutoencoderCheckpoint.Load(initPath, ResolveConfig(p, preset, config), p.GetValue(encoder));
+                    model = AutoencoderFile.Load(initPath, ResolveConfig(p, preset, config), p.GetValue(encoder));
+                }
+                else if (ResolveVae(p, preset, config) is Models.Vae.VaeConfig vae)
+                {
+                    torch.manual_seed(cfg.Seed);
+                    model = new Models.Vae.KlAutoencoder(vae);
                 }
                 else
                 {
@@ -86,6 +92,7 @@ internal static class TrainAutoencoderCommand
                 return 0;
             }
             int startStep = trainer.Step;
+            var log = new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step);
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
@@ -96,12 +103,18 @@ internal static class TrainAutoencoderCommand
                     {
                         var r = trainer.TrainStep();
                         task.Value = r.Step;
+                        var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["l1"] = r.L1 };
+                        if (perceptual != null) row["lpips"] = r.Perceptual;
+                        if (trainer.Model is Models.Vae.KlAutoencoder) row["kl"] = r.Kl;
+                        if (r.Step > tc.DiscStart) { row["g_loss"] = r.GeneratorLoss; row["d_loss"] = r.DiscriminatorLoss; }
+                        log.Add(r.Step, row);
                         task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
                         if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
                         if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
                     }
                 });
             trainer.Save(last);
+            log.Plot(Path.Combine(outDir, "loss.png"), "autoencoder training", new[] { "l1", "lpips", "g_loss", "d_loss" }, smooth: 25);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the grid is not.
             if (trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
             console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
@@ -110,10 +123,21 @@ internal static class TrainAutoencoderCommand
         return cmd;
     }
 
+    /// <summary>A VAE architecture when --preset names one or --config has a ddconfig section; otherwise null.</summary>
+    static Models.Vae.VaeConfig? ResolveVae(ParseResult p, Option<string?> preset, Option<string?> config)
+    {
+        string? pr = p.GetValue(preset), cf = p.GetValue(config);
+        if (pr != null && Models.Vae.VaePresets.Contains(pr)) return Models.Vae.VaePresets.Get(pr);
+        if (cf != null && File.Exists(cf) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cf)) is System.Text.Json.Nodes.JsonObject o && o.ContainsKey("ddconfig"))
+            return Config.ConfigJson.Load<Models.Vae.VaeConfig>(cf).Validate(cf);
+        return null;
+    }
+
     static SvgAutoencoderConfig? ResolveConfig(ParseResult p, Option<string?> preset, Option<string?> config)
     {
         string? pr = p.GetValue(preset), cf = p.GetValue(config);
         if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
+        if (ResolveVae(p, preset, config) != null) throw new SvgdException("a VAE architecture applies to a new model only (the file given to --init carries its own)");
         if (pr != null) return SvgAutoencoderPresets.Get(pr);
         return cf != null ? Config.ConfigJson.Load<SvgAutoencoderConfig>(cf).Validate(cf) : null;
     }

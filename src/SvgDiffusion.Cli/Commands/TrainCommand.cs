@@ -13,7 +13,7 @@ internal static class TrainCommand
     {
         var latents = new Option<string?>("--latents") { Description = "Latent cache folder from 'svgd cache-latents' (the fast way)." };
         var images = new Option<string?>("--images") { Description = "Instead of --latents: encode this class-folder dataset on the fly with --autoencoder every step (needs --stats)." };
-        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT) and samples/step-NNNNNN.png.", Required = true }.OutputDir();
+        var output = new Option<string>("--out") { Description = "Run folder: last.safetensors ({model, ema, optimizer, step, config, latent statistics}; loads as a DiT), samples/step-NNNNNN.png, metrics.jsonl (loss per step) and loss.png.", Required = true }.OutputDir();
         var preset = new Option<string?>("--preset") { Description = $"DiT architecture: {string.Join(", ", DiTPresets.Names)}. Its input_size, in_channels and num_classes are set from the cache." };
         var config = new Option<string?>("--config") { Description = "DiT architecture as JSON (reference names; its 'model' section if present)." };
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped." };
@@ -31,7 +31,7 @@ internal static class TrainCommand
         var sampleCfg = new Option<double>("--sample-cfg") { Description = "Guidance of the sample grids.", DefaultValueFactory = _ => 1.5 };
         var ae = new AutoencoderOptions("autoencoder-");
         ae.Autoencoder.Required = false;
-        ae.Autoencoder.Description = "SVG autoencoder to decode the sample grids with (optional).";
+        ae.Autoencoder.Description = "Autoencoder (SVG or VAE) to decode the sample grids with (optional).";
         var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable.")
         { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
         foreach (var o in ae.All) cmd.Options.Add(o);
@@ -72,7 +72,7 @@ internal static class TrainCommand
             }
             using var _t = trainer;
             using var _o = owned;
-            var decoder = source.Autoencoder ?? (p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null);
+            var decoder = source.Autoencoder ?? (p.GetValue(ae.Autoencoder) != null ? ae.LoadAny(p) : null);
             using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
@@ -84,6 +84,7 @@ internal static class TrainCommand
             }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
+            var log = new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step);
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
@@ -98,11 +99,13 @@ internal static class TrainCommand
                         double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                         task.Value = r.Step;
                         task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
+                        log.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
                         if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
                         if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
                     }
                 });
             trainer.Save(last);
+            log.Plot(Path.Combine(outDir, "loss.png"), "diffusion training", new[] { "loss" }, smooth: 50);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the preview grid is not.
             if (decoder != null && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
             console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
@@ -112,7 +115,7 @@ internal static class TrainCommand
     }
 
     /// <summary>One row per class (up to 10), 8 EMA samples each, decoded.</summary>
-    static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.SvgAutoencoder decoder, int numClasses, string outDir, int steps, double cfg)
+    static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.ILatentAutoencoder decoder, int numClasses, string outDir, int steps, double cfg)
     {
         using var scope = torch.NewDisposeScope();
         int classes = Math.Min(10, Math.Max(1, numClasses));
@@ -127,7 +130,7 @@ internal static class TrainCommand
     sealed class DataSource : IDisposable
     {
         public LatentCache? Cache { get; }
-        public Models.Autoencoder.SvgAutoencoder? Autoencoder { get; private init; }
+        public Models.Autoencoder.ILatentAutoencoder? Autoencoder { get; private init; }
         public Func<IReadOnlyList<int>, (torch.Tensor Latents, torch.Tensor Labels)> Batches { get; private init; }
         public int Count { get; private init; }
         public int Channels { get; private init; }
@@ -151,8 +154,8 @@ internal static class TrainCommand
             if (p.GetValue(ae.Autoencoder) == null) throw new SvgdException("--images (online encoding) needs --autoencoder");
             if (p.GetValue(stats) == null) throw new SvgdException("--images (online encoding) needs --stats (from 'svgd latent-stats')");
             var folder = new ImageFolder(p.GetValue(images)!);
-            var model = ae.Load(p);
-            int size = model.Config.ResidualVit.ImageSize;
+            var model = ae.LoadAny(p);
+            int size = model.ImageSize;
             // Index 2i is image i, 2i+1 its mirror image, as in a flipped cache.
             (torch.Tensor, torch.Tensor) Batch(IReadOnlyList<int> indices)
             {
@@ -161,14 +164,14 @@ internal static class TrainCommand
                 var x = folder.CenterBatch(indices.Select(i => i / 2), size);
                 var flip = torch.tensor(indices.Select(i => i % 2 == 1).ToArray()).view(-1, 1, 1, 1);
                 x = torch.where(flip, x.flip(3), x);
-                var z = model.Encode(Models.Autoencoder.SvgAutoencoder.ToEncoderInput(x));
+                var z = model.EncodeImages(x);
                 var y = torch.tensor(indices.Select(i => (long)folder.Labels[i / 2]).ToArray());
                 return (z.MoveToOuterDisposeScope(), y.MoveToOuterDisposeScope());
             }
             return new DataSource(Batch)
             {
-                Autoencoder = model, Count = 2 * folder.Count, Channels = model.Config.LatentChannels,
-                GridSize = size / model.Config.SemanticStride, ClassNames = folder.ClassNames,
+                Autoencoder = model, Count = 2 * folder.Count, Channels = model.LatentChannels,
+                GridSize = model.LatentSize, ClassNames = folder.ClassNames,
             };
         }
 

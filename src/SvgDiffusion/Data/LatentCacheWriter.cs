@@ -44,7 +44,7 @@ public sealed class LatentCacheWriter
 {
     static readonly System.Text.RegularExpressions.Regex ShardName = new(@"^shard-(\d{5,})\.safetensors$");
 
-    readonly SvgAutoencoder _model;
+    readonly ILatentAutoencoder _model;
     readonly ImageFolder _images;
     readonly List<string> _relative;
     readonly long[] _latentShape;
@@ -62,7 +62,10 @@ public sealed class LatentCacheWriter
     /// <summary>Shards found complete and kept by the last <see cref="Write"/>.</summary>
     public int ShardsSkipped { get; private set; }
 
-    public LatentCacheWriter(SvgAutoencoder model, ImageFolder images, string directory, LatentCacheOptions? options = null)
+    /// <summary>The alignment mode recorded with the cache; "none" for a VAE, whose latents are not aligned.</summary>
+    string Alignment => _model is SvgAutoencoder svg ? svg.Alignment.Mode.ToString().ToLowerInvariant() : "none";
+
+    public LatentCacheWriter(ILatentAutoencoder model, ImageFolder images, string directory, LatentCacheOptions? options = null)
     {
         _model = model;
         _images = images;
@@ -71,8 +74,8 @@ public sealed class LatentCacheWriter
         if (images.Count == 0) throw new SvgdException($"{images.Root}: no images to encode");
         bool folder = System.IO.Directory.Exists(images.Root);
         _relative = images.Files.Select(f => folder ? Path.GetRelativePath(images.Root, f).Replace('\\', '/') : Path.GetFileName(f)).ToList();
-        int grid = model.Config.ResidualVit.GridSize;
-        _latentShape = new long[] { model.Config.LatentChannels, grid, grid };
+
+        _latentShape = new long[] { model.LatentChannels, model.LatentSize, model.LatentSize };
         Fingerprint = ComputeFingerprint();
     }
 
@@ -91,14 +94,14 @@ public sealed class LatentCacheWriter
             ["images_per_shard"] = Options.ImagesPerShard,
             ["batch_size"] = Options.BatchSize,
             ["dtype"] = DtypeName,
-            ["alignment"] = _model.Alignment.Mode.ToString().ToLowerInvariant(),
-            ["image_size"] = _model.Config.ResidualVit.ImageSize,
+            ["alignment"] = Alignment,
+            ["image_size"] = _model.ImageSize,
             ["latent_shape"] = new JsonArray(_latentShape.Select(d => (JsonNode)d).ToArray()),
         };
         sha.AppendData(Encoding.UTF8.GetBytes(plan.ToJsonString()));
         // The encoding weights: everything but the decoder (and any training-loss modules).
         using var scope = torch.NewDisposeScope();
-        foreach (var (name, t) in _model.state_dict().OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var (name, t) in _model.Module.state_dict().OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             if (name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("loss.", StringComparison.Ordinal)) continue;
             sha.AppendData(Encoding.UTF8.GetBytes($"{name}|{t.dtype}|{Checkpoint.Shape(t.shape)}"));
@@ -114,7 +117,7 @@ public sealed class LatentCacheWriter
     {
         PrepareDirectory();
         ShardsWritten = ShardsSkipped = 0;
-        _model.eval();
+        _model.Module.eval();
         long done = 0;
         var infos = new List<LatentCacheShardInfo>();
         for (int s = 0; s < ShardCount; s++)
@@ -139,7 +142,7 @@ public sealed class LatentCacheWriter
         {
             Count = Total, LatentShape = _latentShape, Dtype = DtypeName, ClassNames = _images.ClassNames.ToArray(), Flip = Options.Flip,
             ImageCount = _images.Count, ImagesPerShard = Options.ImagesPerShard, ImageRoot = Path.GetFullPath(_images.Root),
-            Autoencoder = Options.AutoencoderPath, Alignment = _model.Alignment.Mode.ToString().ToLowerInvariant(),
+            Autoencoder = Options.AutoencoderPath, Alignment = Alignment,
             Fingerprint = Fingerprint, Shards = infos,
         };
         byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(index, LatentCache.IndexJson));
@@ -206,7 +209,7 @@ public sealed class LatentCacheWriter
     {
         using var scope = torch.NewDisposeScope();
         var parts = new List<Tensor>();
-        int size = _model.Config.ResidualVit.ImageSize;
+        int size = _model.ImageSize;
         for (int b = 0; b < images; b += Options.BatchSize)
         {
             cancel.ThrowIfCancellationRequested();
@@ -216,13 +219,13 @@ public sealed class LatentCacheWriter
             using (torch.inference_mode())
             {
                 var x = _images.CenterBatch(idx, size);
-                z = _model.Encode(SvgAutoencoder.ToEncoderInput(x));
+                z = _model.EncodeImages(x);
                 if (!z.shape.Skip(1).SequenceEqual(_latentShape))
                     throw new SvgdException($"the autoencoder gave latents {Checkpoint.Shape(z.shape)}, expected [B, {string.Join(", ", _latentShape)}]");
                 if (Options.Flip)
                 {
                     // Encoded as a batch of its own, like the originals, then interleaved: image, its flip, next image, ...
-                    var zf = _model.Encode(SvgAutoencoder.ToEncoderInput(x.flip(3)));
+                    var zf = _model.EncodeImages(x.flip(3));
                     z = torch.stack(new[] { z, zf }, 1).reshape(new long[] { -1 }.Concat(_latentShape).ToArray());
                 }
             }
@@ -244,7 +247,7 @@ public sealed class LatentCacheWriter
             [LatentCache.FilesKey] = new JsonArray(imageIdx.Select(i => (JsonNode)_relative[i]).ToArray()).ToJsonString(),
             [LatentCache.FlippedKey] = new JsonArray(flipped.Select(f => (JsonNode)f).ToArray()).ToJsonString(),
             [LatentCache.AutoencoderKey] = Options.AutoencoderPath ?? "",
-            [LatentCache.AlignmentKey] = _model.Alignment.Mode.ToString().ToLowerInvariant(),
+            [LatentCache.AlignmentKey] = Alignment,
             [LatentCache.ImageRootKey] = Path.GetFullPath(_images.Root),
         };
         Runtime.Finite.Output(latents, $"the latents of {path}");

@@ -10,12 +10,12 @@ namespace SvgDiffusion.Sampling;
 /// The generation pipeline: noise -> DiT + solver (with guidance) -> de-normalised SVG latent -> decoder.
 /// Sample i's noise depends only on (seed, i), so any subset of a run can be regenerated at any batch size.
 /// </summary>
-public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule guidance, LatentStatistics? statistics = null, SvgAutoencoder? autoencoder = null)
+public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule guidance, LatentStatistics? statistics = null, ILatentAutoencoder? autoencoder = null)
 {
     public DiT Model => model;
     public Sampler Sampler => sampler;
     public GuidanceSchedule Guidance => guidance;
-    public SvgAutoencoder? Autoencoder => autoencoder;
+    public ILatentAutoencoder? Autoencoder => autoencoder;
     public int GridH { get; init; } = model.Config.InputSize;
     public int GridW { get; init; } = model.Config.InputSize;
 
@@ -30,7 +30,7 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
     public SvgGenerator SetPrecision(ScalarType dtype)
     {
         model.SetComputePrecision(dtype);
-        autoencoder?.to(dtype);
+        autoencoder?.Module.to(dtype);
         Precision = dtype;
         return this;
     }

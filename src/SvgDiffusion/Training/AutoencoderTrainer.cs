@@ -11,12 +11,13 @@ using static TorchSharp.torch;
 
 namespace SvgDiffusion.Training;
 
-public sealed record AutoencoderStepResult(int Step, double Loss, double L1, double Perceptual, double GeneratorLoss, double DiscriminatorLoss, double AdaptiveWeight);
+public sealed record AutoencoderStepResult(int Step, double Loss, double L1, double Perceptual, double GeneratorLoss, double DiscriminatorLoss, double AdaptiveWeight, double Kl = 0);
 
 /// <summary>
-/// Trains the residual encoder, decoder and mask token of an SVG autoencoder (DINOv3 stays frozen)
-/// with L1 + LPIPS (when its weights are given) + a PatchGAN hinge loss whose generator weight adapts
-/// to the ratio of gradient norms at the decoder's last layer, as in taming-transformers and the reference.
+/// Trains an autoencoder: the residual encoder, decoder and mask token of an SVG autoencoder (its frozen
+/// encoder stays frozen), or all of a VAE baseline, with L1 + LPIPS (when its weights are given) + a
+/// PatchGAN hinge loss whose generator weight adapts to the ratio of gradient norms at the decoder's last
+/// layer, as in taming-transformers and the reference; a VAE adds <c>kl_weight</c> x its KL term (LDM's recipe).
 /// <para>Every random draw of step s (batch order, crops, flips, masking, dropout) is derived from
 /// (seed, s), so a run resumed from a checkpoint continues bit-for-bit like one never stopped.</para>
 /// </summary>
@@ -26,18 +27,18 @@ public sealed class AutoencoderTrainer : IDisposable
     const string TrainingConfigKey = "svgd.autoencoder_training_config", StepKey = "svgd.step", KindKey = "svgd.kind";
     const string DiscPrefix = "loss.discriminator.";
 
-    public SvgAutoencoder Model { get; }
+    public ILatentAutoencoder Model { get; }
     public PatchDiscriminator Discriminator { get; }
     public Lpips? Perceptual { get; }
     public AutoencoderTrainingConfig Config { get; }
     public ImageFolder Data { get; }
     public int Step { get; private set; }
-    public int ImageSize => Model.Config.ResidualVit.ImageSize;
+    public int ImageSize => Model.ImageSize;
 
     readonly Adam _optAe, _optDisc;
     readonly List<Parameter> _trainable;
 
-    public AutoencoderTrainer(SvgAutoencoder model, ImageFolder data, AutoencoderTrainingConfig config, Lpips? perceptual = null)
+    public AutoencoderTrainer(ILatentAutoencoder model, ImageFolder data, AutoencoderTrainingConfig config, Lpips? perceptual = null)
     {
         Model = model;
         Data = data;
@@ -48,7 +49,7 @@ public sealed class AutoencoderTrainer : IDisposable
             torch.manual_seed(config.Seed);
             Discriminator = new PatchDiscriminator(layers: config.DiscLayers);
         }
-        _trainable = model.ResidualEncoder.parameters().Concat(model.Decoder.parameters()).Append(model.MaskToken).ToList();
+        _trainable = model.TrainableParameters().ToList();
         _optAe = torch.optim.Adam(_trainable, config.LearningRate, config.Beta1, config.Beta2);
         _optDisc = torch.optim.Adam(Discriminator.parameters(), config.LearningRate, config.Beta1, config.Beta2);
     }
@@ -79,36 +80,39 @@ public sealed class AutoencoderTrainer : IDisposable
     public AutoencoderStepResult TrainStep()
     {
         using var scope = torch.NewDisposeScope();
-        Model.train();
+        Model.Module.train();
         Discriminator.train();
         using var dataGen = RunCheckpoint.StepGenerator(Config.Seed, Step, 0);
         using var maskGen = RunCheckpoint.StepGenerator(Config.Seed, Step, 1);
         torch.manual_seed(Config.Seed * 31 + Step);                     // dropout in the residual ViT
         var images = Data.TrainingBatch(BatchIndices(Step), ImageSize, dataGen);
-        var latent = Model.Encode(SvgAutoencoder.ToEncoderInput(images), maskGen);
-        var rec = Model.Decode(latent);
+        var encoding = Model.EncodeForTraining(images, maskGen);
+        var rec = Model.Decode(encoding.Latent);
 
         var l1 = (images - rec).abs().mean();
         Tensor perceptual = Perceptual != null ? Perceptual.Forward(images, rec).mean() : torch.zeros(Array.Empty<long>());
         var nll = Perceptual != null ? l1 + Config.PerceptualWeight * perceptual : l1;
+        // The KL term joins after the adaptive weight is taken, from the reconstruction terms alone (as LDM's LPIPSWithDiscriminator).
+        var kl = encoding.Kl ?? torch.zeros(Array.Empty<long>());
         bool gan = Step >= Config.DiscStart;
-        Tensor loss = nll, gLoss = torch.zeros(Array.Empty<long>());
+        Tensor loss = nll + Config.KlWeight * kl, gLoss = torch.zeros(Array.Empty<long>());
         double weight = 0;
         if (gan)
         {
             gLoss = -Discriminator.forward(rec).mean();
             weight = AdaptiveWeight(nll, gLoss) * Config.DiscWeight;
-            loss = nll + weight * gLoss;
+            loss = loss + weight * gLoss;
         }
         // Every loss is read before any optimiser moves, so a non-finite one stops the run with finite weights.
-        double l1Value = l1.item<float>(), perceptualValue = perceptual.item<float>(), gValue = gLoss.item<float>(), lossValue = loss.item<float>();
+        double l1Value = l1.item<float>(), perceptualValue = perceptual.item<float>(), gValue = gLoss.item<float>(), lossValue = loss.item<float>(), klValue = kl.item<float>();
         if (!double.IsFinite(l1Value)) throw Finite.TrainingStop(Step + 1, $"the l1 loss ({l1Value})");
         if (!double.IsFinite(perceptualValue)) throw Finite.TrainingStop(Step + 1, $"the lpips loss ({perceptualValue})");
+        if (!double.IsFinite(klValue)) throw Finite.TrainingStop(Step + 1, $"the KL term ({klValue})");
         if (!double.IsFinite(gValue)) throw Finite.TrainingStop(Step + 1, $"the generator loss ({gValue})");
         if (!double.IsFinite(weight) || !double.IsFinite(lossValue)) throw Finite.TrainingStop(Step + 1, $"the total loss ({lossValue}, adaptive weight {weight})");
         _optAe.zero_grad();
         loss.backward();
-        if (Finite.FirstBadGradient(Model.named_parameters()) is string badAe) throw Finite.TrainingStop(Step + 1, $"the gradient of {badAe}");
+        if (Finite.FirstBadGradient(Model.Module.named_parameters()) is string badAe) throw Finite.TrainingStop(Step + 1, $"the gradient of {badAe}");
         _optAe.step();
 
         double dLoss = 0;
@@ -122,7 +126,7 @@ public sealed class AutoencoderTrainer : IDisposable
             if (Finite.FirstBadGradient(Discriminator.named_parameters()) is string badD) throw Finite.TrainingStop(Step + 1, $"the gradient of {DiscPrefix}{badD}");
             _optDisc.step();
         }
-        var result = new AutoencoderStepResult(Step + 1, lossValue, l1Value, perceptualValue, gValue, dLoss, weight);
+        var result = new AutoencoderStepResult(Step + 1, lossValue, l1Value, perceptualValue, gValue, dLoss, weight, klValue);
         Step++;
         return result;
     }
@@ -142,11 +146,11 @@ public sealed class AutoencoderTrainer : IDisposable
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        Model.eval();
+        Model.Module.eval();
         int n = Math.Min(count, Data.Count);
         var idx = Enumerable.Range(0, n).Select(i => (int)((long)i * Data.Count / n)).ToList();
         var images = Data.CenterBatch(idx, ImageSize);
-        var rec = Model.Decode(Model.Encode(SvgAutoencoder.ToEncoderInput(images))).clamp(-1, 1);
+        var rec = Model.Decode(Model.EncodeImages(images)).clamp(-1, 1);
         return ImageFiles.Grid(torch.cat(new[] { images, rec }), idx.Count).MoveToOuterDisposeScope();
     }
 
@@ -155,19 +159,15 @@ public sealed class AutoencoderTrainer : IDisposable
     public void Save(string path)
     {
         using var scope = torch.NewDisposeScope();
-        var tensors = new Dictionary<string, Tensor>(Model.state_dict());
+        var (tensors, meta) = Model.ToFile();
         foreach (var (k, t) in RunCheckpoint.Prefixed(DiscPrefix, Discriminator.state_dict())) tensors[k] = t;
         tensors["optimizer.autoencoder"] = RunCheckpoint.OptimizerBlob(_optAe);
         tensors["optimizer.discriminator"] = RunCheckpoint.OptimizerBlob(_optDisc);
         Finite.BeforeSave(tensors, path);
-        SafeTensors.Save(path, tensors, new Dictionary<string, string>
-        {
-            ["format"] = "pt",
-            [KindKey] = KindValue,
-            [SvgAutoencoderCheckpoint.ConfigMetadataKey] = ConfigJson.Serialize(Model.Config),
-            [TrainingConfigKey] = ConfigJson.Serialize(Config),
-            [StepKey] = Step.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        });
+        meta[KindKey] = KindValue;
+        meta[TrainingConfigKey] = ConfigJson.Serialize(Config);
+        meta[StepKey] = Step.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        SafeTensors.Save(path, tensors, meta);
     }
 
     /// <summary>Continues a run saved by <see cref="Save"/>; <paramref name="steps"/> overrides the total step count.</summary>
@@ -178,7 +178,7 @@ public sealed class AutoencoderTrainer : IDisposable
             throw new SvgdException($"{path}: not an autoencoder training checkpoint (no '{KindKey}: {KindValue}' metadata); to fine-tune released weights use --init");
         var config = RunCheckpoint.Config<AutoencoderTrainingConfig>(header.Metadata, TrainingConfigKey, path);
         if (steps is int s) config = config with { Steps = s };
-        var model = SvgAutoencoderCheckpoint.Load(path);
+        var model = AutoencoderFile.Load(path);
         var trainer = new AutoencoderTrainer(model, data, config, perceptual);
         var sd = SafeTensors.Load(path);
         StateDictLoader.Load(trainer.Discriminator, RunCheckpoint.Section(sd, DiscPrefix), path);

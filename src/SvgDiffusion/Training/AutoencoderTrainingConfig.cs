@@ -15,6 +15,8 @@ public sealed record AutoencoderTrainingConfig
     /// <summary>Multiplies the adaptive generator weight (the reference: 0.5).</summary>
     public double DiscWeight { get; init; } = 0.5;
     public int DiscLayers { get; init; } = 3;
+    /// <summary>Weight of the VAE's KL term (LDM's kl_weight: 1e-6); unused by SVG autoencoders, which have none.</summary>
+    public double KlWeight { get; init; } = 1e-6;
     public long Seed { get; init; } = 0;
     public int CheckpointEvery { get; init; } = 500;
     public int SampleEvery { get; init; } = 500;
@@ -27,6 +29,7 @@ public sealed record AutoencoderTrainingConfig
         if (!(Beta1 >= 0 && Beta1 < 1) || !(Beta2 >= 0 && Beta2 < 1)) throw new SvgdException($"Adam betas must be in [0, 1), got ({Beta1}, {Beta2})");
         if (!(DiscWeight >= 0) || double.IsInfinity(DiscWeight)) throw new SvgdException($"discriminator weight must be >= 0 and finite, got {DiscWeight}");
         if (!(PerceptualWeight >= 0) || double.IsInfinity(PerceptualWeight)) throw new SvgdException($"perceptual weight must be >= 0 and finite, got {PerceptualWeight}");
+        if (!(KlWeight >= 0) || double.IsInfinity(KlWeight)) throw new SvgdException($"KL weight must be >= 0 and finite, got {KlWeight}");
         if (DiscStart < 0 || CheckpointEvery < 0 || SampleEvery < 0) throw new SvgdException("disc start, checkpoint and sample intervals must be >= 0");
         return this;
     }

@@ -15,7 +15,8 @@ public sealed record ResidualEncoderConfig
     /// <summary>The learned position table has one entry per patch of this size, so inputs must match it.</summary>
     public int ImageSize { get; init; } = 256;
     public int PatchSize { get; init; } = 16;
-    /// <summary>Residual channels appended to the DINO channels of the latent.</summary>
+    /// <summary>Residual channels appended to the DINO channels of the latent; 0 leaves the residual branch out
+    /// (the ablation with frozen features only).</summary>
     public int OutputDim { get; init; } = 8;
     public double LayerNormEps { get; init; } = 1e-6;
     /// <summary>Training-only regularisation of the reference (torchvision's dropout and attention_dropout).</summary>
@@ -27,8 +28,8 @@ public sealed record ResidualEncoderConfig
 
     public ResidualEncoderConfig Validate(string source)
     {
-        if (Layers <= 0 || Heads <= 0 || Hidden <= 0 || Mlp <= 0 || ImageSize <= 0 || PatchSize <= 0 || OutputDim <= 0)
-            throw new SvgdException($"{source}: residual_vit layers, heads, hidden, mlp, image_size, patch_size and output_dim must be positive");
+        if (Layers <= 0 || Heads <= 0 || Hidden <= 0 || Mlp <= 0 || ImageSize <= 0 || PatchSize <= 0 || OutputDim < 0)
+            throw new SvgdException($"{source}: residual_vit layers, heads, hidden, mlp, image_size and patch_size must be positive, output_dim >= 0");
         if (Hidden % Heads != 0) throw new SvgdException($"{source}: residual_vit hidden {Hidden} is not divisible by heads {Heads}");
         if (ImageSize % PatchSize != 0) throw new SvgdException($"{source}: residual_vit image_size {ImageSize} is not a multiple of patch_size {PatchSize}");
         if (Dropout is < 0 or >= 1 || AttentionDropout is < 0 or >= 1) throw new SvgdException($"{source}: residual_vit dropout must be in [0, 1)");

@@ -29,15 +29,16 @@ public sealed record SvgEncoding(
 /// <c>encoder</c> (DINOv3), <c>extra_vit</c>, <c>mask_token</c>, <c>decoder</c>; <c>alignment</c>
 /// holds this port's running alignment statistics.
 /// </summary>
-public sealed class SvgAutoencoder : nn.Module
+public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
 {
     public SvgAutoencoderConfig Config { get; }
 
     // The frozen encoder: DINOv3 or ResNet-18, both nn.Modules implementing IFrozenEncoder.
     readonly nn.Module encoder;
-    readonly ResidualEncoder extra_vit;
+    // Null in the ablation without a residual branch (residual_vit output_dim 0): the latent is the frozen features alone.
+    readonly ResidualEncoder? extra_vit;
 #pragma warning disable IDE0044 // registered by name
-    Parameter mask_token;
+    Parameter? mask_token;
 #pragma warning restore IDE0044
     readonly DistributionAlignment alignment;
     readonly Decoder decoder;
@@ -50,9 +51,12 @@ public sealed class SvgAutoencoder : nn.Module
         if (semanticEncoder != null && (semanticEncoder.FeatureDim != config.SemanticDim || semanticEncoder.Stride != config.SemanticStride || semanticEncoder.Kind != config.FrozenEncoder))
             throw new SvgdException($"the {semanticEncoder.Kind} encoder ({semanticEncoder.FeatureDim} channels, stride {semanticEncoder.Stride}) does not fit the autoencoder config ({config.FrozenEncoder}, {config.SemanticDim} channels, stride {config.SemanticStride})");
         encoder = (nn.Module)(semanticEncoder ?? (config.IsResNet ? ResNet18Encoder.FromOnnx(config.Resnet) : new DinoVisionTransformer(config.Dino)));
-        extra_vit = new ResidualEncoder(config.ResidualVit);
-        // [1, R, 1]: one learned value per residual channel, broadcast over the tokens of a masked sample.
-        mask_token = new Parameter(torch.randn(1, config.ResidualVit.OutputDim, 1) * 0.02);
+        if (config.HasResidual)
+        {
+            extra_vit = new ResidualEncoder(config.ResidualVit);
+            // [1, R, 1]: one learned value per residual channel, broadcast over the tokens of a masked sample.
+            mask_token = new Parameter(torch.randn(1, config.ResidualVit.OutputDim, 1) * 0.02);
+        }
         alignment = new DistributionAlignment(config.Alignment);
         decoder = new Decoder(config.Decoder);
         RegisterComponents();
@@ -62,10 +66,40 @@ public sealed class SvgAutoencoder : nn.Module
     }
 
     public IFrozenEncoder SemanticEncoder => (IFrozenEncoder)encoder;
-    public ResidualEncoder ResidualEncoder => extra_vit;
+    public ResidualEncoder ResidualEncoder => extra_vit ?? throw new SvgdException("this SVG autoencoder has no residual branch (residual_vit output_dim 0)");
     public DistributionAlignment Alignment => alignment;
     public Decoder Decoder => decoder;
-    public Parameter MaskToken => mask_token;
+    public Parameter MaskToken => mask_token ?? throw new SvgdException("this SVG autoencoder has no residual branch (residual_vit output_dim 0)");
+
+    public string Kind => "svg";
+    public int ImageSize => Config.ResidualVit.ImageSize;
+    public int LatentSize => Config.ResidualVit.GridSize;
+    public int LatentChannels => Config.LatentChannels;
+    public nn.Module Module => this;
+
+    public Tensor EncodeImages(Tensor images)
+    {
+        using var x = ToEncoderInput(images);
+        return Encode(x);
+    }
+
+    public TrainingEncoding EncodeForTraining(Tensor images, Generator generator)
+    {
+        using var x = ToEncoderInput(images);
+        return new TrainingEncoding(Encode(x, generator), null);
+    }
+
+    /// <summary>The residual encoder, the mask token and the decoder: never the frozen encoder.</summary>
+    public IEnumerable<Parameter> TrainableParameters()
+    {
+        var ps = decoder.parameters().ToList();
+        if (extra_vit != null) ps = extra_vit.parameters().Concat(ps).Append(mask_token!).ToList();
+        return ps;
+    }
+
+    public (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) ToFile() =>
+        (new Dictionary<string, Tensor>(state_dict()),
+         new Dictionary<string, string> { ["format"] = "pt", [SvgAutoencoderCheckpoint.ConfigMetadataKey] = SvgDiffusion.Config.ConfigJson.Serialize(Config) });
 
     /// <summary>Maps images in [-1, 1] to the ImageNet-normalised input both encoders take, in the reference's operation order.</summary>
     public static Tensor ToEncoderInput(Tensor images)
@@ -101,13 +135,19 @@ public sealed class SvgAutoencoder : nn.Module
             semantic = frozen.Patch.transpose(1, 2).contiguous();
             (gh, gw) = (frozen.GridH, frozen.GridW);
         }
+        if (extra_vit == null)
+        {
+            var empty = semantic.narrow(1, 0, 0);
+            return new SvgEncoding(semantic.MoveToOuterDisposeScope(), empty.clone().MoveToOuterDisposeScope(), empty.clone().MoveToOuterDisposeScope(),
+                semantic.reshape(b, -1, gh, gw).MoveToOuterDisposeScope(), gh, gw);
+        }
         var raw = extra_vit.Forward(images);
         var residual = raw;
         if (training && Config.MaskRatio > 0)
         {
             var flags = (torch.rand(b, generator: generator, device: images.device) < Config.MaskRatio)
                 .to(residual.dtype).view(b, 1, 1);
-            residual = residual * (1 - flags) + mask_token.expand(b, -1, residual.shape[2]) * flags;
+            residual = residual * (1 - flags) + mask_token!.expand(b, -1, residual.shape[2]) * flags;
         }
         var aligned = alignment.Forward(semantic, residual);
         var latent = torch.cat(new[] { semantic, aligned }, dim: 1).view(b, -1, gh, gw);
@@ -129,6 +169,7 @@ public sealed class SvgAutoencoder : nn.Module
     /// </summary>
     public void CalibrateAlignment(IEnumerable<Tensor> imageBatches)
     {
+        if (extra_vit == null) throw new SvgdException("this SVG autoencoder has no residual branch, so no alignment to calibrate");
         alignment.ResetStatistics();
         using var _ = torch.no_grad();
         foreach (var images in imageBatches)

@@ -29,7 +29,7 @@ public static class SvgAutoencoderCheckpoint
             ? Config.ConfigJson.ParseText<SvgAutoencoderConfig>(json, $"{path} metadata").Validate($"{path} metadata")
             : SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16);
         var sd = ckpt.StateDict(ckpt.Sections().Any(s => s.Name == "state_dict") ? "state_dict" : null);
-        if (!sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal)) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))
+        if ((config.HasResidual && !sd.Keys.Any(k => k.StartsWith("extra_vit.", StringComparison.Ordinal))) || !sd.Keys.Any(k => k.StartsWith("decoder.", StringComparison.Ordinal)))
             throw new SvgdException($"{path}: not an SVG autoencoder checkpoint: no 'extra_vit.*' and 'decoder.*' weights{Guess(sd)} (first keys: {string.Join(", ", sd.Keys.Take(4))})");
 
         bool inFile = sd.Keys.Any(k => k.StartsWith(DinoPrefix, StringComparison.Ordinal));

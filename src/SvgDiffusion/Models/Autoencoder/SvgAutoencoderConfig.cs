@@ -29,6 +29,8 @@ public sealed record SvgAutoencoderConfig
     /// <summary>Pixels per latent cell.</summary>
     [JsonIgnore] public int SemanticStride => IsResNet ? Resnet.Stage : Dino.PatchSize;
     [JsonIgnore] public int LatentChannels => SemanticDim + ResidualVit.OutputDim;
+    /// <summary>False for the ablation with frozen features only (residual_vit output_dim 0).</summary>
+    [JsonIgnore] public bool HasResidual => ResidualVit.OutputDim > 0;
 
     public SvgAutoencoderConfig Validate(string source)
     {

@@ -40,8 +40,26 @@ public static class SvgAutoencoderPresets
 
     public static IEnumerable<string> Names => All.Keys;
 
+    /// <summary>Ablation of <see cref="ResNet18Small32"/> without distribution alignment: the residual channels enter the latent at their own scale.</summary>
+    public const string ResNet18Small32NoAlignment = "svg-resnet18-32px-noalign";
+    /// <summary>Ablation of <see cref="ResNet18Small32"/> with frozen features only: no residual branch, latents 4x4x128.</summary>
+    public const string ResNet18Small32FrozenOnly = "svg-resnet18-32px-frozen";
+
     /// <summary>Small CPU model: the ImageNet ResNet-18 (stride 8, layer2) at 32x32, latents 4x4x136.</summary>
     public const string ResNet18Small32 = "svg-resnet18-32px";
+
+    static SvgAutoencoderPresets()
+    {
+        var full = All[ResNet18Small32];
+        var all = (Dictionary<string, SvgAutoencoderConfig>)All;
+        all[ResNet18Small32NoAlignment] = full with { Alignment = full.Alignment with { Mode = AlignmentMode.None } };
+        all[ResNet18Small32FrozenOnly] = full with
+        {
+            ResidualVit = full.ResidualVit with { OutputDim = 0 },
+            Decoder = full.Decoder with { ZChannels = full.Resnet.FeatureDim },
+            MaskRatio = 0,
+        };
+    }
 
     public static SvgAutoencoderConfig Get(string name) =>
         All.TryGetValue(name, out var c) ? c
