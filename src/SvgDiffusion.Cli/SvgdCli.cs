@@ -23,6 +23,7 @@ public static class SvgdCli
         root.Subcommands.Add(CacheLatentsCommand.Create(cli));
         root.Subcommands.Add(TrainCommand.Create(cli));
         root.Subcommands.Add(SampleCommand.Create(cli));
+        root.Subcommands.Add(TrainEvaluatorCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
         root.Subcommands.Add(ProbeCommand.Create(cli));

@@ -11,7 +11,7 @@ namespace SvgDiffusion.Cli.Commands;
 internal sealed class FeatureNetworkOptions
 {
     public Option<string?> Inception { get; } = new("--inception") { Description = "pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth): gives FID comparable with published numbers." };
-    public Option<string?> Network { get; } = new("--feature-network") { Description = "Use another network when no Inception weights exist: resnet18 (shipped) or dinov3 (with --feature-encoder). The result is labelled FD-<network>, never FID." };
+    public Option<string?> Network { get; } = new("--feature-network") { Description = "Use another network when no Inception weights exist: evaluator (the Fashion-MNIST classifier committed under models/evaluator, or --feature-encoder from 'svgd train-evaluator'; adds class accuracy), resnet18 (shipped) or dinov3 (with --feature-encoder). The result is labelled FD-<network>, never FID." };
     public Option<string?> Encoder { get; } = new("--feature-encoder") { Description = "Weights of the --feature-network (e.g. a DINOv3 .pth or safetensors)." };
     public Option<int> Size { get; } = new("--feature-size") { Description = "Input size of the --feature-network (Inception always resizes to 299 itself).", DefaultValueFactory = _ => 224 };
 
@@ -33,11 +33,32 @@ internal sealed class FeatureNetworkOptions
         if (inception != null) return new InceptionFeatureNetwork(FidInceptionV3.Load(inception));
         if (network == null)
             throw new SvgdException("FID needs pytorch-fid's Inception weights (--inception pt_inception-2015-12-05-6726825d.pth); without them use --feature-network (reported as FD-<network>, not FID)");
+        if (network.Equals("evaluator", StringComparison.OrdinalIgnoreCase)) return EvaluatorFeatureNetwork.Load(p.GetValue(Encoder));
         if (!Encoders.TryGetValue(network, out var make))
-            throw new SvgdException($"unknown --feature-network '{network}' (known: {string.Join(", ", Encoders.Keys)})");
+            throw new SvgdException($"unknown --feature-network '{network}' (known: evaluator, {string.Join(", ", Encoders.Keys)})");
         var encoder = make(p.GetValue(Encoder));
         if (encoder is nn.Module m) m.eval();
         return new EncoderFeatureNetwork(encoder, p.GetValue(Size));
+    }
+
+    /// <summary>Per-image features [N, Dim] of an image folder.</summary>
+    public static Tensor FolderFeatures(IFeatureNetwork net, string folder, int batchSize)
+    {
+        var parts = new List<Tensor>();
+        foreach (var batch in ImageFiles.List(folder).Chunk(Math.Max(1, batchSize)))
+        {
+            using var scope = torch.NewDisposeScope();
+            var images = batch.Select(f => ImageFiles.LoadRgb(f)).ToList();
+            if (images.Any(i => !i.shape.SequenceEqual(images[0].shape)))
+            {
+                foreach (var img in images) parts.Add(net.Features(img.unsqueeze(0).to(ScalarType.Float32).div_(255.0)).MoveToOuterDisposeScope());
+                continue;
+            }
+            parts.Add(net.Features(torch.stack(images).to(ScalarType.Float32).div_(255.0)).MoveToOuterDisposeScope());
+        }
+        var all = torch.cat(parts, 0);
+        foreach (var t in parts) t.Dispose();
+        return all;
     }
 
     /// <summary>Statistics of an image folder, streamed in batches of equal-sized images.</summary>

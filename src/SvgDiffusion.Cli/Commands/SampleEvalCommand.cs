@@ -23,7 +23,7 @@ internal static class SampleEvalCommand
         var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
         var precision = PrecisionOption.Create();
-        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch, precision };
+        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score; with --feature-network evaluator, class accuracy and precision/recall), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch, precision };
         foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -35,10 +35,12 @@ internal static class SampleEvalCommand
             Directory.CreateDirectory(shardDir);
             using var model = dit.LoadModel(p);
             using var stats = dit.LoadStatistics(p, model.Config.InChannels);
-            using var autoencoder = ae.Load(p);
+            using var autoencoder = ae.LoadAny(p);
             using var net = features.Create(p);
             var dtype = PrecisionOption.Parse(p, precision);
             // The feature network stays fp32 whatever --precision says: the metric must not move with the precision it measures.
+            // Per-sample features for k-NN precision/recall: only for the evaluator, whose features are small.
+            bool keepFeatures = net is EvaluatorFeatureNetwork;
             var generator = new SvgGenerator(model, dit.CreateSampler(p), dit.CreateGuidance(p), stats, autoencoder).SetPrecision(dtype);
             long seed = p.GetValue(dit.Seed);
             int classes = model.Config.NumClasses;
@@ -69,6 +71,7 @@ internal static class SampleEvalCommand
                     int start = k * shardSize, count = Math.Min(shardSize, total - start);
                     using var moments = new FeatureMoments(net.Dim);
                     var probs = new List<Tensor>();
+                    var kept = new List<Tensor>();
                     for (int s = start; s < start + count; s += bs)
                     {
                         using var scope = torch.NewDisposeScope();
@@ -78,26 +81,33 @@ internal static class SampleEvalCommand
                         var images01 = (generator.Decode(latents) + 1) / 2;
                         var f = net.Features(images01);
                         moments.Add(f);
+                        if (keepFeatures) kept.Add(f.MoveToOuterDisposeScope());
                         if (net.Logits(f) is Tensor logits) probs.Add(nn.functional.softmax(logits.to(ScalarType.Float64), 1).to(ScalarType.Float32).MoveToOuterDisposeScope());
                         step(m);
                         sampled += m;
                     }
                     var tensors = new Dictionary<string, Tensor> { ["sum"] = moments.Sum, ["outer_sum"] = moments.OuterSum, ["count"] = torch.tensor(new[] { moments.Count }) };
                     if (probs.Count > 0) tensors["probs"] = torch.cat(probs, 0);
+                    if (kept.Count > 0) tensors["features"] = torch.cat(kept, 0);
+                    tensors["labels"] = torch.tensor(Enumerable.Range(start, count).Select(i => (long)Label(i)).ToArray());
                     SafeTensors.Save(ShardPath(shardDir, k), tensors, new Dictionary<string, string> { ["svgd.fingerprint"] = fingerprint });
-                    foreach (var t in probs) t.Dispose();
+                    foreach (var t in probs.Concat(kept)) t.Dispose();
                 }
             });
             if (sampled > 0) cli.Console.MarkupLine($"{sampled} samples in {sw.Elapsed.TotalSeconds:F0} s ({sampled / sw.Elapsed.TotalSeconds:F2} samples/s)");
 
             using var all = new FeatureMoments(net.Dim);
             var allProbs = new List<Tensor>();
+            var allFeatures = new List<Tensor>();
+            var allLabels = new List<Tensor>();
             for (int k = 0; k < shards; k++)
             {
                 using var part = FeatureMoments.Load(ShardPath(shardDir, k));
                 all.Merge(part);
                 var t = SafeTensors.Load(ShardPath(shardDir, k));
                 if (t.TryGetValue("probs", out var pr)) allProbs.Add(pr);
+                if (t.TryGetValue("features", out var fe)) allFeatures.Add(fe);
+                if (t.TryGetValue("labels", out var la)) allLabels.Add(la);
             }
             using var result = all.ToStatistics(cli.Warn, outPath);
             result.Save(outPath);
@@ -105,8 +115,21 @@ internal static class SampleEvalCommand
             if (allProbs.Count > 0)
             {
                 using var probsAll = torch.cat(allProbs, 0);
-                var isc = InceptionScore.FromProbabilities(probsAll);
-                cli.Console.MarkupLine($"[bold]Inception Score[/]: {isc.Mean:F2} ± {isc.Std:F2}");
+                if (net is EvaluatorFeatureNetwork)
+                {
+                    // The evaluator's classes are the model's: the share of samples it assigns to the class that was asked for.
+                    if (allLabels.Count == shards)
+                    {
+                        using var asked = torch.cat(allLabels, 0);
+                        double acc = probsAll.argmax(1).eq(asked).to(ScalarType.Float64).mean().item<double>();
+                        cli.Console.MarkupLine($"[bold]class accuracy[/] (evaluator): {acc:P2}");
+                    }
+                }
+                else
+                {
+                    var isc = InceptionScore.FromProbabilities(probsAll);
+                    cli.Console.MarkupLine($"[bold]Inception Score[/]: {isc.Mean:F2} ± {isc.Std:F2}");
+                }
             }
             if (p.GetValue(reference) is string refPath)
             {
@@ -114,6 +137,13 @@ internal static class SampleEvalCommand
                     : FeatureNetworkOptions.FolderMoments(net, refPath, bs).ToStatistics(cli.Warn, refPath);
                 double d = FrechetDistance.Compute(result, refStats, warn: cli.Warn);
                 cli.Console.MarkupLine($"[bold]{net.Label}[/] vs {Markup.Escape(refPath)}: {d:F4}");
+                if (keepFeatures && allFeatures.Count == shards && Directory.Exists(refPath))
+                {
+                    using var fake = torch.cat(allFeatures, 0);
+                    using var real = FeatureNetworkOptions.FolderFeatures(net, refPath, bs);
+                    var pr = PrecisionRecall.Compute(real, fake);
+                    cli.Console.MarkupLine($"[bold]precision[/] {pr.Precision:F4}, [bold]recall[/] {pr.Recall:F4} (k = {pr.K}, {pr.RealCount} reference images)");
+                }
             }
             return 0;
         }));
