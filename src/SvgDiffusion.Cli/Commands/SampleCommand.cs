@@ -74,15 +74,8 @@ internal static class SampleCommand
             }
             service.EnsureFits(plan.Count, h, w, decode, "--");
             console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {plan.Count} samples, {Markup.Escape(plan.Sampler.ToString())}, {Markup.Escape(plan.Guidance.ToString())}, {Runtime.Precision.Name(dtype)}");
-            GenerationResult? result = null;
-            console.Progress().AutoClear(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask("sampling", maxValue: GenerationService.Work(plan.Count, plan.Sampler.Steps, decode));
-                    result = service.Generate(plan, decode, given, (h, w), (done, _) => task.Value = done);
-                });
-            using var r = result!;
+            using var r = ProgressBars.Track(console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, decode),
+                report => service.Generate(plan, decode, given, (h, w), report));
             if (p.GetValue(latentOut) is string lo)
             {
                 SafeTensors.Save(lo, new Dictionary<string, Tensor> { ["latent"] = r.Latents, ["labels"] = torch.tensor(r.Labels.Select(l => (long)l).ToArray()) },
