@@ -14,7 +14,7 @@ namespace SvgDiffusion.Cli;
 internal static class OptionRules
 {
     static readonly HashSet<string> PositiveCounts =
-        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size", "--frames"];
+        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size", "--frames", "--queue", "--max-n", "--max-steps", "--max-frames", "--max-upload-mb"];
 
     /// <summary>0 means off / all / never for these.</summary>
     static readonly HashSet<string> NonNegativeCounts = ["--checkpoint-every", "--sample-every", "--disc-start", "--warmup-epochs", "--max", "--limit"];

@@ -26,6 +26,7 @@ public static class SvgdCli
         root.Subcommands.Add(MixCommand.Create(cli));
         root.Subcommands.Add(InterpolateCommand.Create(cli));
         root.Subcommands.Add(VaryCommand.Create(cli));
+        root.Subcommands.Add(ServeCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
         root.Subcommands.Add(ProbeCommand.Create(cli));
