@@ -184,7 +184,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         f.Allow(SamplingFields.Prepend("strength").Prepend("class").Prepend("image").ToArray());
         double strength = f.Double("strength") ?? DefaultStrength;
         if (!(strength > 0 && strength <= 1)) throw new ApiException(400, $"strength must be a number in (0, 1], got {strength}");
-        var plan = service.Plan(f.GenerationRequest("class", DefaultVariations), Limits, unconditionalByDefault: true);
+        var plan = service.Plan(f.GenerationRequest("class", DefaultVariations), Limits, unconditionalByDefault: true, classesField: "class");
         var image = Upload(f, "image");
         return new Prepared(item =>
         {
@@ -219,7 +219,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         var seeds = f.List("seeds") ?? throw new ApiException(400, "give two images (a, b) or two seeds (seeds: [A, B])");
         if (seeds.Count != 2 || !long.TryParse(seeds[0], out long sa) || !long.TryParse(seeds[1], out long sb))
             throw new ApiException(400, $"seeds must be two whole numbers, got [{string.Join(", ", seeds)}]");
-        var plan = service.Plan(f.GenerationRequest("class", 1), Limits, unconditionalByDefault: true);
+        var plan = service.Plan(f.GenerationRequest("class", 1), Limits, unconditionalByDefault: true, classesField: "class");
         return new Prepared(item =>
         {
             using var r = service.InterpolateSeeds(sa, sb, frames, plan, item.Report, item.Token);

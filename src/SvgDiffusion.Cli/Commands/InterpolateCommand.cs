@@ -54,7 +54,7 @@ internal static class InterpolateCommand
                 var request = models.DiT.Request(p, classes: p.GetValue(cls), n: 1, precision: p.GetValue(precision));
                 request.Validate(GenerationLimits.Cli, "--");
                 using var loaded = models.Load(p, cli, dtype);
-                var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true);
+                var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
                 using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(count, plan.Sampler.Steps, true),
                     report => loaded.Service.InterpolateSeeds(sa, sb, count, plan, report));
                 strip = result.Images!.alias();

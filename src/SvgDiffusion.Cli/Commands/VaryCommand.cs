@@ -29,7 +29,7 @@ internal static class VaryCommand
             var dtype = PrecisionOption.Parse(p, precision);
             using var rgb = ImageFiles.LoadRgb(p.GetValue(image)!);
             using var loaded = models.Load(p, cli, dtype);
-            var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true);
+            var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
             double s = p.GetValue(strength);
             using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, true),
                 report => loaded.Service.Vary(rgb, s, plan, report));

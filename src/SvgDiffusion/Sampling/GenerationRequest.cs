@@ -72,7 +72,8 @@ public sealed record GenerationRequest
     /// from the seed when neither classes nor labels are given, unless <paramref name="unconditionalByDefault"/>),
     /// grid rows, solver, guidance schedule and precision (null: the model's).
     /// </summary>
-    public GenerationPlan Resolve(ClassLabels classes, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false)
+    /// <param name="classesField">The caller's name for <see cref="Classes"/> (vary and interpolate take one "class").</param>
+    public GenerationPlan Resolve(ClassLabels classes, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false, string classesField = "classes")
     {
         Validate(limits, prefix);
         int[] labels;
@@ -84,7 +85,7 @@ public sealed record GenerationRequest
         }
         else if (Classes != null)
         {
-            var cls = classes.ResolveAll(Classes, $"{prefix}classes");
+            var cls = classes.ResolveAll(Classes, $"{prefix}{classesField}");
             if ((long)N * cls.Length > limits.MaxSamples)
                 throw new SvgdException($"{prefix}n {N} per class for {cls.Length} classes is more than {limits.MaxSamples:N0} samples{limits.Hint}");
             labels = cls.SelectMany(c => Enumerable.Repeat(c, N)).ToArray();

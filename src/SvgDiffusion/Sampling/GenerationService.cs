@@ -77,9 +77,9 @@ public sealed class GenerationService
     }
 
     /// <summary>Validates a request against this model (see <see cref="GenerationRequest.Resolve"/>) and its loaded precision.</summary>
-    public GenerationPlan Plan(GenerationRequest request, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false)
+    public GenerationPlan Plan(GenerationRequest request, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false, string classesField = "classes")
     {
-        var plan = request.Resolve(Classes, limits, prefix, unconditionalByDefault);
+        var plan = request.Resolve(Classes, limits, prefix, unconditionalByDefault, classesField);
         if (plan.Precision is ScalarType p && p != Precision)
             throw new SvgdException($"{prefix}precision {request.Precision} means {Runtime.Precision.Name(p)} here, but the model is loaded in {Runtime.Precision.Name(Precision)}; leave {prefix}precision out or restart with that precision");
         return plan;
