@@ -126,8 +126,9 @@ function describe(settings) {
     .join(' · ');
 }
 
-function show(result, label) {
-  const id = ++state.results;
+function show(result, label, id = 0) {
+  const fresh = id === 0;
+  if (fresh) id = ++state.results;
   const box = $('#result');
   box.className = '';
   box.replaceChildren();
@@ -162,13 +163,14 @@ function show(result, label) {
     tiles.append(fig);
   });
   box.append(title, grid, download, meta, tiles);
+  if (!fresh) return;
 
   const entry = document.createElement('figure');
   entry.className = 'entry';
   const thumb = document.createElement('img');
   thumb.src = grid.src;
   thumb.alt = `gallery #${id}`;
-  thumb.addEventListener('click', () => show(result, label));
+  thumb.addEventListener('click', () => show(result, label, id));
   const cap = document.createElement('figcaption');
   const a = document.createElement('a');
   a.href = grid.src;
