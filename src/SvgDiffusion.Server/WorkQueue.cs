@@ -52,7 +52,11 @@ public sealed class WorkQueue : IDisposable
         lock (_waiting)
         {
             item.Ticket = ++_tickets;
-            if (_shutdown.IsCancellationRequested || !_waiting.TryAdd(item))
+            bool added;
+            // Stopping disposes the collection: a request that arrives then is refused like one that finds it full.
+            try { added = !_shutdown.IsCancellationRequested && _waiting.TryAdd(item); }
+            catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException) { added = false; }
+            if (!added)
             {
                 _tickets--;
                 Interlocked.Increment(ref _rejected);

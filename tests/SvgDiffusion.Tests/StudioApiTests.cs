@@ -173,6 +173,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
         yield return new object[] { "/api/generate", J("""{"sampler": "rk4"}"""), 400, "sampler must be euler or heun, not 'rk4'" };
         yield return new object[] { "/api/generate", J("""{"guidance": "sometimes"}"""), 400, "guidance: unknown guidance mode 'sometimes'" };
         yield return new object[] { "/api/generate", J("""{"precision": "fp16"}"""), 400, "precision must be one of auto, fp32, bf16, not 'fp16'" };
+        yield return new object[] { "/api/generate", J("""{"precision": "bf16"}"""), 400, "precision bf16 means bf16 here, but the model is loaded in fp32" };
         yield return new object[] { "/api/generate", J("""{"stpes": 3}"""), 400, "unknown field 'stpes' (fields: classes, labels, n, steps," };
         yield return new object[] { "/api/generate", J("""{"steps": 3"""), 400, "the body is not valid JSON" };
         yield return new object[] { "/api/generate", J("""[1, 2]"""), 400, "the JSON body must be an object of fields" };
