@@ -138,6 +138,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         if (seeds.Count != 2 || !long.TryParse(seeds[0], out long sa) || !long.TryParse(seeds[1], out long sb))
             throw new ApiException(400, $"seeds must be two whole numbers, got [{string.Join(", ", seeds)}]");
         var plan = service.Plan(f.GenerationRequest("class", 1), Limits, unconditionalByDefault: true, classesField: "class");
+        if (plan.Rows > 1) throw new ApiException(400, $"class: an interpolation between two seeds samples one class, got {plan.Rows}");
         return new Prepared(item =>
         {
             using var r = service.InterpolateSeeds(sa, sb, frames, plan, item.Report, item.Token);

@@ -180,6 +180,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
         yield return new object[] { "/api/vary", J("""{"strength": 0.5}"""), 400, "image: no image uploaded" };
         yield return new object[] { "/api/interpolate", J("""{"frames": 1000, "seeds": [1, 2]}"""), 400, "frames must be a whole number in 2..32, got 1000" };
         yield return new object[] { "/api/interpolate", J("""{"seeds": [1]}"""), 400, "seeds must be two whole numbers, got [1]" };
+        yield return new object[] { "/api/interpolate", J("""{"seeds": [1, 2], "class": "bag,coat"}"""), 400, "class: an interpolation between two seeds samples one class, got 2" };
         yield return new object[] { "/api/mix", J("""{"semantic": "%%%", "detail": "AAAA"}"""), 400, "semantic is not valid base64" };
         yield return new object[] { "/api/nothing", J("{}"), 404, "no endpoint POST /api/nothing" };
     }

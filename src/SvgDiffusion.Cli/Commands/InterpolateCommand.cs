@@ -55,6 +55,7 @@ internal static class InterpolateCommand
                 request.Validate(GenerationLimits.Cli, "--");
                 using var loaded = models.Load(p, cli, dtype);
                 var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
+                if (plan.Rows > 1) throw new SvgdException($"--class: an interpolation between two seeds samples one class, got {plan.Rows}");
                 using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(count, plan.Sampler.Steps, true),
                     report => loaded.Service.InterpolateSeeds(sa, sb, count, plan, report));
                 strip = result.Images!.alias();

@@ -160,6 +160,7 @@ public sealed class GenerationService
     /// </summary>
     public GenerationResult InterpolateSeeds(long seedA, long seedB, int frames, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
+        if (plan.Labels.Distinct().Count() != 1) throw new SvgdException($"an interpolation between two seeds samples one class, got {plan.Labels.Distinct().Count()}");
         var generator = Generator(plan.Sampler, plan.Guidance);
         using var a = generator.Noise(seedA, 0);
         using var b = generator.Noise(seedB, 0);
