@@ -14,7 +14,7 @@ namespace SvgDiffusion.Cli;
 internal static class OptionRules
 {
     static readonly HashSet<string> PositiveCounts =
-        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size"];
+        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size", "--frames", "--queue", "--max-n", "--max-steps", "--max-frames", "--max-upload-mb"];
 
     /// <summary>0 means off / all / never for these.</summary>
     static readonly HashSet<string> NonNegativeCounts = ["--checkpoint-every", "--sample-every", "--disc-start", "--warmup-epochs", "--max", "--limit"];
@@ -31,6 +31,7 @@ internal static class OptionRules
         ["--disc-weight"] = (0, false, double.MaxValue, ">= 0"),
         ["--weight-decay"] = (0, false, double.MaxValue, ">= 0"),
         ["--fp16-tolerance"] = (0, false, double.MaxValue, ">= 0"),
+        ["--strength"] = (0, true, 1, "in (0, 1]"),
     };
 
     /// <summary>Options that name an existing file wherever they appear.</summary>
@@ -38,6 +39,7 @@ internal static class OptionRules
     [
         "--autoencoder", "--model", "--stats", "--resume", "--init", "--encoder", "--lpips", "--vgg", "--config", "--autoencoder-config",
         "--dit-config", "--encoder-config", "--init-noise", "--tensor", "--dit", "--feature-encoder", "--inception",
+        "--semantic", "--detail",
     ];
 
     /// <summary>Options that name an existing file or folder (image sets, caches, statistics or folders).</summary>

@@ -19,4 +19,22 @@ internal static class ProgressBars
                 task.Value = task.MaxValue;
             });
     }
+
+    /// <summary>A progress bar around a library call that reports (done, total) itself, e.g. <see cref="Sampling.GenerationService"/>.</summary>
+    public static T Track<T>(IAnsiConsole console, string description, long total, Func<Action<long, long>, T> body)
+    {
+        T result = default!;
+        console.Progress()
+            .AutoClear(false)
+            .HideCompleted(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                     new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(description), maxValue: Math.Max(1, total));
+                result = body((done, _) => task.Value = done);
+                task.Value = task.MaxValue;
+            });
+        return result;
+    }
 }

@@ -23,6 +23,10 @@ public static class SvgdCli
         root.Subcommands.Add(CacheLatentsCommand.Create(cli));
         root.Subcommands.Add(TrainCommand.Create(cli));
         root.Subcommands.Add(SampleCommand.Create(cli));
+        root.Subcommands.Add(MixCommand.Create(cli));
+        root.Subcommands.Add(InterpolateCommand.Create(cli));
+        root.Subcommands.Add(VaryCommand.Create(cli));
+        root.Subcommands.Add(ServeCommand.Create(cli));
         root.Subcommands.Add(TrainEvaluatorCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Sampling;
 using SvgDiffusion.Transport;
 
 namespace SvgDiffusion.Cli.Commands;
@@ -21,7 +22,25 @@ internal sealed class DiTOptions
     public Option<string> Solver { get; } = new("--sampler") { Description = "ODE solver: euler or heun.", DefaultValueFactory = _ => "euler" };
     public Option<long> Seed { get; } = new("--seed") { Description = "Seed; sample i's noise (and random label) depends on (seed, i) only.", DefaultValueFactory = _ => 0 };
 
-    public IEnumerable<Option> All => new Option[] { Model, Preset, Config, Section, Stats, NoStats, Steps, Cfg, Guidance, Shift, Solver, Seed };
+    public IEnumerable<Option> All => Loading.Concat(Sampling);
+    /// <summary>Which model and statistics: for a command that takes its sampling settings elsewhere (serve: per request).</summary>
+    public IEnumerable<Option> Loading => new Option[] { Model, Preset, Config, Section, Stats, NoStats };
+    public IEnumerable<Option> Sampling => new Option[] { Steps, Cfg, Guidance, Shift, Solver, Seed };
+
+    /// <summary>The sampling options as the library's request, validated there (<see cref="GenerationRequest"/>) with the options' spelling.</summary>
+    public GenerationRequest Request(ParseResult p, string? classes = null, string? labels = null, int n = GenerationRequest.DefaultN, string? precision = null) => new()
+    {
+        Classes = classes != null ? ClassLabels.Split(classes).ToList() : null,
+        Labels = labels != null ? ClassLabels.Split(labels).ToList() : null,
+        N = n,
+        Steps = p.GetValue(Steps),
+        Cfg = p.GetValue(Cfg),
+        Guidance = p.GetValue(Guidance)!,
+        Sampler = p.GetValue(Solver)!,
+        Shift = p.GetValue(Shift),
+        Seed = p.GetValue(Seed),
+        Precision = precision,
+    };
 
     /// <summary>--model, or <paramref name="fallback"/> where the command has a default model.</summary>
     public string ModelPath(ParseResult p, string? fallback = null) =>

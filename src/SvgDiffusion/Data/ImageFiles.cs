@@ -34,19 +34,35 @@ public static class ImageFiles
         if (Directory.Exists(path)) throw new SvgdException($"{path}: is a directory, not an image file");
         if (!File.Exists(path)) throw new SvgdException($"{path}: no such image file");
         using var data = SKData.Create(path);
+        return Decode(data, path, MaxPixels);
+    }
+
+    /// <summary>
+    /// Decodes image bytes held in memory (an upload) to RGB uint8 [3, H, W]; <paramref name="name"/> names them in
+    /// errors, and images of more than <paramref name="maxPixels"/> pixels are refused from their header, before decoding.
+    /// </summary>
+    public static Tensor DecodeRgb(ReadOnlySpan<byte> bytes, string name, long maxPixels = MaxPixels)
+    {
+        if (bytes.IsEmpty) throw new SvgdException($"{name}: empty, not an image");
+        using var data = SKData.CreateCopy(bytes);
+        return Decode(data, name, maxPixels);
+    }
+
+    static Tensor Decode(SKData? data, string name, long maxPixels)
+    {
         using var codec = data == null ? null : SKCodec.Create(data);
-        if (codec == null) throw new SvgdException($"{path}: not a decodable image (corrupt or unsupported format)");
+        if (codec == null) throw new SvgdException($"{name}: not a decodable image (corrupt or unsupported format)");
         int w = codec.Info.Width, h = codec.Info.Height;
-        if (w <= 0 || h <= 0) throw new SvgdException($"{path}: image header gives an empty size {w}x{h}");
-        if (w > MaxSide || h > MaxSide || (long)w * h > MaxPixels)
-            throw new SvgdException($"{path}: image header claims {w}x{h} pixels, more than this program decodes ({MaxSide} a side, {MaxPixels} in all; corrupt header?)");
+        if (w <= 0 || h <= 0) throw new SvgdException($"{name}: image header gives an empty size {w}x{h}");
+        if (w > MaxSide || h > MaxSide || (long)w * h > maxPixels)
+            throw new SvgdException($"{name}: image header claims {w}x{h} pixels, more than this program decodes ({Math.Min(MaxSide, maxPixels)} a side, {maxPixels} in all; corrupt header?)");
         var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
         var result = codec.GetPixels(info, bitmap.GetPixels());
         if (result is not (SKCodecResult.Success or SKCodecResult.IncompleteInput) || info.Width == 0 || info.Height == 0)
-            throw new SvgdException($"{path}: image data is corrupt ({result})");
+            throw new SvgdException($"{name}: image data is corrupt ({result})");
         if (result == SKCodecResult.IncompleteInput)
-            throw new SvgdException($"{path}: image data is truncated");
+            throw new SvgdException($"{name}: image data is truncated");
         var bytes = bitmap.GetPixelSpan();
         var rgba = torch.empty(new long[] { info.Height, info.Width, 4 }, dtype: ScalarType.Byte);
         bytes.CopyTo(rgba.bytes);
@@ -62,12 +78,25 @@ public static class ImageFiles
     /// </summary>
     public static void SavePng(Tensor image, string path, (double Lo, double Hi)? range = null)
     {
+        using var encoded = Encode(image, path, range);
+        Checkpoints.AtomicFile.Write(path, fs => encoded.SaveTo(fs));
+    }
+
+    /// <summary>The PNG bytes <see cref="SavePng"/> would write, for sending rather than saving.</summary>
+    public static byte[] EncodePng(Tensor image, (double Lo, double Hi)? range = null)
+    {
+        using var encoded = Encode(image, "the image", range);
+        return encoded.ToArray();
+    }
+
+    static SKData Encode(Tensor image, string what, (double Lo, double Hi)? range)
+    {
         var (lo, hi) = range ?? (-1.0, 1.0);
         using var scope = torch.NewDisposeScope();
         var img = image.detach().cpu();
         if (img.dim() == 2) img = img.unsqueeze(0).expand(3, -1, -1);
         if (img.dim() != 3 || img.shape[0] is not (1 or 3))
-            throw new SvgdException($"cannot write {path}: image tensor must be [3,H,W] or [H,W], got {Checkpoints.Checkpoint.Shape(img.shape)}");
+            throw new SvgdException($"cannot write {what}: image tensor must be [3,H,W] or [H,W], got {Checkpoints.Checkpoint.Shape(img.shape)}");
         if (img.shape[0] == 1) img = img.expand(3, -1, -1);
         Tensor u8 = img.dtype == ScalarType.Byte ? img
             : ((img.to(ScalarType.Float32) - lo) / (hi - lo) * 255.0).round().clamp(0, 255).to(ScalarType.Byte);
@@ -76,9 +105,7 @@ public static class ImageFiles
         var info = new SKImageInfo(w, h, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
         rgba.bytes.CopyTo(bitmap.GetPixelSpan());
-        using var encoded = bitmap.Encode(SKEncodedImageFormat.Png, 100)
-            ?? throw new SvgdException($"cannot encode {path} as PNG");
-        Checkpoints.AtomicFile.Write(path, fs => encoded.SaveTo(fs));
+        return bitmap.Encode(SKEncodedImageFormat.Png, 100) ?? throw new SvgdException($"cannot encode {what} as PNG");
     }
 
     /// <summary>Tiles [N, 3, H, W] images into rows of <paramref name="columns"/> with a padding border.</summary>

@@ -51,15 +51,27 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
     }
 
     /// <summary>Latents [B, C, h, w] in the model's (normalised) space from noise tokens [B, T, C].</summary>
-    public Tensor SampleLatents(Tensor noise, IReadOnlyList<int> labels, Action<int>? onStep = null)
+    /// <param name="startTime">Flow time of <paramref name="noise"/>: 0 for pure noise; above 0 it is a noised latent (SDEdit).</param>
+    public Tensor SampleLatents(Tensor noise, IReadOnlyList<int> labels, Action<int>? onStep = null, double startTime = 0, CancellationToken cancel = default)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.inference_mode();
         var cond = torch.tensor(labels.Select(l => (long)l).ToArray());
         var nul = torch.full(labels.Count, model.NullLabel, dtype: ScalarType.Int64);
-        var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep);
+        var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep, startTime, cancel);
         Runtime.Finite.Output(tokens, "the sampled latents");
         return DiT.TokensToLatent(tokens, GridH, GridW).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Latents [B, C, h, w] in the model's space (normalised when statistics are set) of images [B, 3, H, W] in [-1, 1].</summary>
+    public Tensor Encode(Tensor images)
+    {
+        if (autoencoder == null) throw new SvgdException("encoding needs an autoencoder");
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.inference_mode();
+        var z = (autoencoder is SvgAutoencoder svg ? svg.Encode(SvgAutoencoder.ToEncoderInput(images).to(Precision)) : autoencoder.EncodeImages(images.to(Precision))).to(ScalarType.Float32);
+        Runtime.Finite.Output(z, "the encoded latents");
+        return (statistics != null ? statistics.Normalize(z) : z).MoveToOuterDisposeScope();
     }
 
     /// <summary>Images in [-1, 1] from latents in the model's space (de-normalised first when statistics are set).</summary>

@@ -35,35 +35,60 @@ public abstract class Sampler
     /// <summary>The [Steps + 1] times the solver visits.</summary>
     public Tensor Times() => RectifiedFlow.Schedule(Steps, TimestepShift);
 
+    /// <summary>
+    /// The times of a run that starts part-way along the flow, at <paramref name="startTime"/> (SDEdit: an image's
+    /// latent noised to that time): the shifted schedule laid onto [startTime, 1], so the steps keep their
+    /// relative spacing. A start of 0 is <see cref="Times()"/> exactly.
+    /// </summary>
+    public float[] Times(double startTime)
+    {
+        if (!(startTime >= 0 && startTime < 1)) throw new SvgdException($"a sampling run starts at a flow time in [0, 1), got {startTime}");
+        using var t = Times();
+        var times = t.data<float>().ToArray();
+        if (startTime == 0) return times;
+        return times.Select(x => (float)(startTime + (1 - startTime) * x)).ToArray();
+    }
+
     /// <summary>Standard normal noise to start from, drawn from <paramref name="generator"/> so runs can be repeated.</summary>
     public static Tensor Noise(long[] shape, Generator? generator = null, Device? device = null) =>
         torch.randn(shape, dtype: ScalarType.Float32, device: device, generator: generator);
 
-    /// <summary>Integrates the flow from <paramref name="z"/> at t = 0.</summary>
-    /// <param name="z">[B, ...] initial noise (tokens or latents, whatever <paramref name="model"/> takes).</param>
+    /// <summary>Integrates the flow from <paramref name="z"/> at t = <paramref name="startTime"/> (0: pure noise) to t = 1.</summary>
+    /// <param name="z">[B, ...] initial noise (tokens or latents, whatever <paramref name="model"/> takes), or the point on the path at <paramref name="startTime"/>.</param>
     /// <param name="cond">[B] class labels.</param>
     /// <param name="nullLabels">[B] null labels for guidance (usually all num_classes); null for none.</param>
     /// <param name="onStep">Told the number of each finished step (1-based), for progress reporting.</param>
-    public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null)
+    /// <param name="cancel">Checked before every step: a server drops the work of a client that went away.</param>
+    public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null,
+        double startTime = 0, CancellationToken cancel = default)
     {
         var field = new GuidedVelocity(model, cond, nullLabels, guidance);
-        using var timesTensor = Times();
-        var times = timesTensor.data<float>().ToArray();
+        var times = Times(startTime);
         var x = z.alias();
-        for (int i = 0; i < Steps; i++)
+        try
         {
-            using var scope = torch.NewDisposeScope();
-            var next = Step(field, x, i, times[i], times[i + 1]).MoveToOuterDisposeScope();
+            for (int i = 0; i < Steps; i++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                using var scope = torch.NewDisposeScope();
+                var next = Step(field, x, i, times[i], times[i + 1]).MoveToOuterDisposeScope();
+                x.Dispose();
+                x = next;
+                onStep?.Invoke(i + 1);
+            }
+        }
+        catch
+        {
             x.Dispose();
-            x = next;
-            onStep?.Invoke(i + 1);
+            throw;
         }
         return x;
     }
 
     /// <summary>Samples with a DiT (tokens [B, T, C] or latents [B, C, h, w]).</summary>
-    public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null) =>
-        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance, onStep);
+    public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null,
+        double startTime = 0, CancellationToken cancel = default) =>
+        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance, onStep, startTime, cancel);
 
     /// <summary>One step from <paramref name="t0"/> to <paramref name="t1"/>.</summary>
     protected abstract Tensor Step(GuidedVelocity field, Tensor x, int step, float t0, float t1);

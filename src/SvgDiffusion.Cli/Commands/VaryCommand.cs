@@ -1,0 +1,48 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using SvgDiffusion.Data;
+using SvgDiffusion.Sampling;
+
+namespace SvgDiffusion.Cli.Commands;
+
+internal static class VaryCommand
+{
+    public static Command Create(CliContext cli)
+    {
+        var models = new GenerationModelOptions();
+        var image = new Argument<string>("image") { Description = "The image to vary." }.InputPath();
+        var strength = new Option<double>("--strength") { Description = "How far towards noise the image's latent is moved before the DiT brings it back, in (0, 1]: small keeps the layout and changes details, 1 ignores the image.", DefaultValueFactory = _ => 0.5 };
+        var cls = new Option<string?>("--class") { Description = "Class to steer towards, an index or a name (default: unconditional)." };
+        var n = new Option<int>("--n") { Description = "Number of variations (sample i's noise depends on (seed, i)).", DefaultValueFactory = _ => 4 };
+        var output = new Option<string?>("--out") { Description = "PNG grid of the variations." }.OutputFile();
+        var outDir = new Option<string?>("--out-dir") { Description = "Folder for one PNG per variation." };
+        var precision = PrecisionOption.Create();
+        var cmd = new Command("vary", "SDEdit-style variations: noise the image's SVG latent to flow time 1 - strength, then integrate back with the DiT.")
+        { image, strength, cls, n, output, outDir, precision };
+        foreach (var o in models.Options()) cmd.Options.Add(o);
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            if (p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (a grid) and/or --out-dir (one PNG per variation)");
+            var request = models.DiT.Request(p, classes: p.GetValue(cls), n: p.GetValue(n), precision: p.GetValue(precision));
+            request.Validate(GenerationLimits.Cli, "--");
+            var dtype = PrecisionOption.Parse(p, precision);
+            using var rgb = ImageFiles.LoadRgb(p.GetValue(image)!);
+            using var loaded = models.Load(p, cli, dtype);
+            var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
+            double s = p.GetValue(strength);
+            using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, true),
+                report => loaded.Service.Vary(rgb, s, plan, report));
+            if (p.GetValue(outDir) is string dir)
+                for (int i = 0; i < plan.Count; i++) ImageFiles.SavePng(result.Images![i], Path.Combine(dir, $"variation-{i:D3}.png"));
+            if (p.GetValue(output) is string o)
+            {
+                using var grid = result.Grid();
+                ImageFiles.SavePng(grid, o);
+            }
+            cli.Console.MarkupLine($"{plan.Count} variations (strength {s.ToString(CultureInfo.InvariantCulture)}, from flow time {(1 - s).ToString("0.###", CultureInfo.InvariantCulture)}, class {Markup.Escape(loaded.Service.Classes.Name(plan.Labels[0]))}) in {result.Elapsed.TotalSeconds:F1} s: wrote [bold]{Markup.Escape(p.GetValue(output) ?? p.GetValue(outDir)!)}[/]");
+            return 0;
+        }));
+        return cmd;
+    }
+}

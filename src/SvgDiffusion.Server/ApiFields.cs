@@ -1,0 +1,150 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using SvgDiffusion.Sampling;
+
+namespace SvgDiffusion.Server;
+
+/// <summary>A request the client got wrong: answered with <see cref="Status"/> and one line saying what is wrong.</summary>
+public sealed class ApiException(int status, string message) : Exception(message)
+{
+    public int Status => status;
+}
+
+/// <summary>
+/// The fields of an API request, whichever way they came: a JSON object, or a form (multipart with image
+/// uploads, or url-encoded). Field names are the CLI's option names; images are uploaded files, or base64
+/// strings in JSON. Everything is held in memory: uploads are decoded from their bytes, never saved.
+/// </summary>
+public sealed class ApiFields
+{
+    readonly Dictionary<string, JsonElement> _json = new(StringComparer.Ordinal);
+    readonly Dictionary<string, string> _form = new(StringComparer.Ordinal);
+    readonly Dictionary<string, byte[]> _files = new(StringComparer.Ordinal);
+
+    public static async Task<ApiFields> ReadAsync(HttpRequest request, CancellationToken cancel)
+    {
+        var fields = new ApiFields();
+        string type = request.ContentType ?? "";
+        try
+        {
+            if (request.HasFormContentType)
+            {
+                var form = await request.ReadFormAsync(cancel);
+                foreach (var (k, v) in form) fields._form[k] = v.ToString();
+                foreach (var f in form.Files)
+                {
+                    using var ms = new MemoryStream();
+                    await f.CopyToAsync(ms, cancel);
+                    if (!fields._files.TryAdd(f.Name, ms.ToArray())) throw new ApiException(400, $"{f.Name}: more than one file uploaded");
+                }
+            }
+            else if (type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) || (type.Length == 0 && request.ContentLength is null or 0))
+            {
+                if (request.ContentLength is null or > 0)
+                {
+                    using var doc = await JsonDocument.ParseAsync(request.Body, default, cancel);
+                    if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ApiException(400, "the JSON body must be an object of fields, e.g. {\"classes\": \"sneaker\", \"n\": 4}");
+                    foreach (var p in doc.RootElement.EnumerateObject()) fields._json[p.Name] = p.Value.Clone();
+                }
+            }
+            else throw new ApiException(415, $"unsupported Content-Type '{type}': send JSON (application/json) or a form (multipart/form-data for images)");
+        }
+        catch (JsonException e) { throw new ApiException(400, $"the body is not valid JSON ({e.Message.Split('\n')[0]})"); }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge) { throw new ApiException(413, $"the request body is larger than this server accepts ({e.Message.Split('\n')[0]})"); }
+        catch (InvalidDataException e) { throw new ApiException(e.Message.Contains("limit", StringComparison.OrdinalIgnoreCase) ? 413 : 400, $"the form could not be read: {e.Message.Split('\n')[0]}"); }
+        return fields;
+    }
+
+    public IEnumerable<string> Names => _json.Keys.Concat(_form.Keys).Concat(_files.Keys);
+
+    /// <summary>A misspelt field would otherwise be silently ignored and its default used.</summary>
+    public void Allow(params string[] known)
+    {
+        foreach (var name in Names)
+            if (!known.Contains(name)) throw new ApiException(400, $"unknown field '{name}' (fields: {string.Join(", ", known)})");
+    }
+
+    public bool Has(string name) => _json.ContainsKey(name) || _form.ContainsKey(name) || _files.ContainsKey(name);
+
+    public string? String(string name)
+    {
+        if (_form.TryGetValue(name, out var s)) return s;
+        if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        return e.ValueKind == JsonValueKind.String ? e.GetString() : throw new ApiException(400, $"{name} must be a string, got {e.GetRawText()}");
+    }
+
+    public long? Long(string name)
+    {
+        if (_form.TryGetValue(name, out var s))
+            return long.TryParse(s.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) ? v : throw new ApiException(400, $"{name} must be a whole number, got '{s}'");
+        if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long l)) return l;
+        if (e.ValueKind == JsonValueKind.String && long.TryParse(e.GetString(), NumberStyles.Integer, CultureInfo.InvariantCulture, out long ls)) return ls;
+        throw new ApiException(400, $"{name} must be a whole number, got {e.GetRawText()}");
+    }
+
+    public int? Int(string name)
+    {
+        long? v = Long(name);
+        if (v is null) return null;
+        return v.Value is >= int.MinValue and <= int.MaxValue ? (int)v.Value : throw new ApiException(400, $"{name} {v.Value} is far too large");
+    }
+
+    public double? Double(string name)
+    {
+        if (_form.TryGetValue(name, out var s))
+            return double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : throw new ApiException(400, $"{name} must be a number, got '{s}'");
+        if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind == JsonValueKind.Number) return e.GetDouble();
+        if (e.ValueKind == JsonValueKind.String && double.TryParse(e.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out double ds)) return ds;
+        throw new ApiException(400, $"{name} must be a number, got {e.GetRawText()}");
+    }
+
+    /// <summary>A list as "sneaker,bag", ["sneaker", "bag"], [7, 1] or 7.</summary>
+    public IReadOnlyList<string>? List(string name)
+    {
+        if (_form.TryGetValue(name, out var s)) return ClassLabels.Split(s).ToList();
+        if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        string Item(JsonElement x) => x.ValueKind switch
+        {
+            JsonValueKind.String => x.GetString()!,
+            JsonValueKind.Number => x.GetRawText(),
+            _ => throw new ApiException(400, $"{name} must hold class indices or names, got {x.GetRawText()}"),
+        };
+        return e.ValueKind switch
+        {
+            JsonValueKind.Array => e.EnumerateArray().Select(Item).ToList(),
+            JsonValueKind.String => ClassLabels.Split(e.GetString()!).ToList(),
+            JsonValueKind.Number => new[] { e.GetRawText() },
+            _ => throw new ApiException(400, $"{name} must be a list of class indices or names, got {e.GetRawText()}"),
+        };
+    }
+
+    /// <summary>An uploaded file's bytes (a form file, or base64 in JSON), or null when absent.</summary>
+    public byte[]? File(string name)
+    {
+        if (_files.TryGetValue(name, out var bytes)) return bytes;
+        if (_form.ContainsKey(name)) throw new ApiException(400, $"{name} must be an uploaded file (multipart/form-data), not a text field");
+        if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        string b64 = e.ValueKind == JsonValueKind.String ? e.GetString()! : throw new ApiException(400, $"{name} must be a base64 string of the image file");
+        int comma = b64.StartsWith("data:", StringComparison.Ordinal) ? b64.IndexOf(',') : -1;
+        try { return Convert.FromBase64String(comma >= 0 ? b64[(comma + 1)..] : b64); }
+        catch (FormatException) { throw new ApiException(400, $"{name} is not valid base64"); }
+    }
+
+    /// <summary>The sampling fields as the library's request (validated by it, not here).</summary>
+    public GenerationRequest GenerationRequest(string classesField = "classes", int defaultN = Sampling.GenerationRequest.DefaultN) => new()
+    {
+        Classes = List(classesField),
+        Labels = List("labels"),
+        N = Int("n") ?? defaultN,
+        Steps = Int("steps") ?? Sampling.GenerationRequest.DefaultSteps,
+        Cfg = Double("cfg") ?? Sampling.GenerationRequest.DefaultCfg,
+        Guidance = String("guidance") ?? "constant",
+        Sampler = String("sampler") ?? "euler",
+        Shift = Double("shift") ?? Transport.Sampler.DefaultShift,
+        Seed = Long("seed") ?? 0,
+        Precision = String("precision"),
+    };
+}

@@ -1,0 +1,360 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using SvgDiffusion.Sampling;
+
+namespace SvgDiffusion.Server;
+
+/// <summary>The endpoints. Field names are the CLI's option names; every refusal is one line of JSON.</summary>
+internal sealed class StudioApi(GenerationService service, StudioOptions options)
+{
+    public WorkQueue Queue { get; } = new(options.QueueCapacity);
+    readonly SemanticEditor _editor = service.Editor ?? throw new SvgdException("the studio needs an SVG autoencoder (its editing splits semantic and detail channels)");
+    GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps, " (this server's limit, see GET /api/model)");
+
+    static readonly string[] SamplingFields = { "n", "steps", "cfg", "guidance", "sampler", "shift", "seed", "precision" };
+
+    public void Map(WebApplication app)
+    {
+        app.Use(async (ctx, next) =>
+        {
+            var sw = Stopwatch.StartNew();
+            await next();
+            if (options.Log != null && ctx.Request.Path.StartsWithSegments("/api"))
+                options.Log($"{ctx.Request.Method} {ctx.Request.Path} {(ctx.RequestAborted.IsCancellationRequested ? "client gone" : ctx.Response.StatusCode.ToString())} {sw.Elapsed.TotalSeconds:F2} s");
+        });
+        app.MapGet("/", async ctx => await EmbeddedAssets.TrySendAsync(ctx, "index.html"));
+        app.MapGet("/{file}", async ctx =>
+        {
+            if (!await EmbeddedAssets.TrySendAsync(ctx, (string)ctx.Request.RouteValues["file"]!)) ctx.Response.StatusCode = 404;
+        });
+        app.MapGet("/api/model", ctx => Json(ctx, 200, Model()));
+        app.MapGet("/api/status", ctx => Json(ctx, 200, Status()));
+        app.MapPost("/api/generate", ctx => Handle(ctx, Generate));
+        app.MapPost("/api/vary", ctx => Handle(ctx, Vary));
+        app.MapPost("/api/interpolate", ctx => Handle(ctx, Interpolate));
+        app.MapPost("/api/mix", ctx => Handle(ctx, Mix));
+        app.MapPost("/api/reconstruct", ctx => Handle(ctx, Reconstruct));
+        app.Map("/api/{**rest}", ctx => Json(ctx, 404, Error($"no endpoint {ctx.Request.Method} {ctx.Request.Path} (see GET /api/model and the README)")));
+    }
+
+    JsonObject Model()
+    {
+        var m = service.Model.Config;
+        var ae = ((Models.Autoencoder.SvgAutoencoder)_editor.Autoencoder).Config;
+        return new JsonObject
+        {
+            ["name"] = options.ModelName,
+            ["classes"] = new JsonArray(Enumerable.Range(0, service.Classes.NumClasses).Select(i => (JsonNode)service.Classes.Name(i)).ToArray()),
+            ["class_names"] = service.Classes.Names != null,
+            ["image_size"] = _editor.ImageSize,
+            ["latent"] = new JsonObject
+            {
+                ["channels"] = ae.LatentChannels, ["semantic"] = ae.SemanticDim, ["residual"] = ae.ResidualVit.OutputDim,
+                ["grid"] = m.InputSize, ["frozen_encoder"] = ae.FrozenEncoder,
+            },
+            ["dit"] = new JsonObject { ["depth"] = m.Depth, ["hidden_size"] = m.HiddenSize, ["heads"] = m.NumHeads },
+            ["precision"] = Runtime.Precision.Name(service.Precision),
+            ["defaults"] = new JsonObject
+            {
+                ["n"] = GenerationRequest.DefaultN, ["steps"] = GenerationRequest.DefaultSteps, ["cfg"] = GenerationRequest.DefaultCfg,
+                ["guidance"] = "constant", ["sampler"] = "euler", ["shift"] = Transport.Sampler.DefaultShift, ["seed"] = 0,
+                ["strength"] = DefaultStrength, ["frames"] = DefaultFrames,
+            },
+            ["samplers"] = new JsonArray(GenerationRequest.Samplers.Select(s => (JsonNode)s).ToArray()),
+            ["guidance_modes"] = new JsonArray("constant", "late", "linear", "early-<t>", "cfg_star-<k>-<r>"),
+            ["limits"] = new JsonObject
+            {
+                ["n"] = options.MaxSamples, ["steps"] = options.MaxSteps, ["frames"] = options.MaxFrames,
+                ["upload_bytes"] = options.MaxUploadBytes, ["upload_pixels"] = options.MaxUploadPixels, ["queue"] = options.QueueCapacity,
+            },
+        };
+    }
+
+    JsonObject Status() => new()
+    {
+        ["waiting"] = Queue.Waiting, ["running"] = Queue.Busy, ["capacity"] = Queue.Capacity,
+        ["completed"] = Queue.Completed, ["cancelled"] = Queue.Cancelled, ["failed"] = Queue.Failed, ["rejected"] = Queue.Rejected,
+    };
+
+    const double DefaultStrength = 0.5;
+    const int DefaultFrames = 8, DefaultVariations = 4;
+
+    /// <summary>A parsed request: the work to queue, and the inputs it owns (decoded uploads).</summary>
+    sealed record Prepared(Func<WorkItem, ApiResult> Work, IDisposable? Inputs = null);
+
+    Prepared Generate(ApiFields f)
+    {
+        f.Allow(SamplingFields.Prepend("labels").Prepend("classes").ToArray());
+        var plan = service.Plan(f.GenerationRequest(), Limits);
+        return new Prepared(item =>
+        {
+            using var r = service.Generate(plan, decode: true, progress: item.Report, cancel: item.Token);
+            return FromGeneration(r, Settings(plan));
+        });
+    }
+
+    Prepared Vary(ApiFields f)
+    {
+        f.Allow(SamplingFields.Prepend("strength").Prepend("class").Prepend("image").ToArray());
+        double strength = f.Double("strength") ?? DefaultStrength;
+        if (!(strength > 0 && strength <= 1)) throw new ApiException(400, $"strength must be a number in (0, 1], got {strength}");
+        var plan = service.Plan(f.GenerationRequest("class", DefaultVariations), Limits, unconditionalByDefault: true, classesField: "class");
+        var image = Upload(f, "image");
+        return new Prepared(item =>
+        {
+            using var r = service.Vary(image, strength, plan, item.Report, item.Token);
+            var settings = Settings(plan);
+            settings["strength"] = strength;
+            return FromGeneration(r, settings);
+        }, image);
+    }
+
+    Prepared Interpolate(ApiFields f)
+    {
+        int frames = f.Int("frames") ?? DefaultFrames;
+        if (frames < 2 || frames > options.MaxFrames) throw new ApiException(400, $"frames must be a whole number in 2..{options.MaxFrames}, got {frames}");
+        if (f.Has("a") || f.Has("b"))
+        {
+            f.Allow("a", "b", "frames", "precision");
+            CheckPrecision(f);
+            var a = Upload(f, "a");
+            var b = Upload(f, "b", a);
+            var inputs = new Disposables(a, b);
+            return new Prepared(item =>
+            {
+                item.Token.ThrowIfCancellationRequested();
+                var sw = Stopwatch.StartNew();
+                using var scope = TorchSharp.torch.NewDisposeScope();
+                var strip = _editor.Interpolate(a, b, frames);
+                return FromImages(strip, Data.ImageFiles.Grid(strip, frames), new JsonObject { ["frames"] = frames, ["path"] = "linear on the latents of a and b" }, sw);
+            }, inputs);
+        }
+        f.Allow(SamplingFields.Where(x => x != "n" && x != "seed").Append("seeds").Append("class").Append("frames").ToArray());
+        var seeds = f.List("seeds") ?? throw new ApiException(400, "give two images (a, b) or two seeds (seeds: [A, B])");
+        if (seeds.Count != 2 || !long.TryParse(seeds[0], out long sa) || !long.TryParse(seeds[1], out long sb))
+            throw new ApiException(400, $"seeds must be two whole numbers, got [{string.Join(", ", seeds)}]");
+        var plan = service.Plan(f.GenerationRequest("class", 1), Limits, unconditionalByDefault: true, classesField: "class");
+        if (plan.Rows > 1) throw new ApiException(400, $"class: an interpolation between two seeds samples one class, got {plan.Rows}");
+        return new Prepared(item =>
+        {
+            using var r = service.InterpolateSeeds(sa, sb, frames, plan, item.Report, item.Token);
+            var settings = Settings(plan);
+            settings.Remove("n");
+            settings.Remove("seed");
+            settings["seeds"] = new JsonArray(sa, sb);
+            settings["frames"] = frames;
+            settings["path"] = "spherical on the noise of the two seeds";
+            return FromGeneration(r, settings);
+        });
+    }
+
+    Prepared Mix(ApiFields f)
+    {
+        f.Allow("semantic", "detail", "precision");
+        CheckPrecision(f);
+        var a = Upload(f, "semantic");
+        var b = Upload(f, "detail", a);
+        return new Prepared(item =>
+        {
+            item.Token.ThrowIfCancellationRequested();
+            var sw = Stopwatch.StartNew();
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var mix = _editor.Mix(a, b);
+            return FromImages(mix, mix[0], new JsonObject
+            {
+                ["semantic_channels"] = _editor.SemanticChannels, ["residual_channels"] = _editor.ResidualChannels,
+                ["precision"] = Runtime.Precision.Name(service.Precision),
+            }, sw);
+        }, new Disposables(a, b));
+    }
+
+    Prepared Reconstruct(ApiFields f)
+    {
+        f.Allow("image", "precision");
+        CheckPrecision(f);
+        var image = Upload(f, "image");
+        return new Prepared(item =>
+        {
+            item.Token.ThrowIfCancellationRequested();
+            var sw = Stopwatch.StartNew();
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var rec = _editor.Reconstruct(new[] { image });
+            return FromImages(rec, rec[0], new JsonObject { ["precision"] = Runtime.Precision.Name(service.Precision) }, sw);
+        }, image);
+    }
+
+    void CheckPrecision(ApiFields f)
+    {
+        if (f.String("precision") is string p) service.Plan(new GenerationRequest { Precision = p }, Limits);
+    }
+
+    /// <summary>An uploaded image decoded in memory to RGB uint8 [3, H, W]; <paramref name="alsoDisposeOnError"/> are inputs decoded before it.</summary>
+    TorchSharp.torch.Tensor Upload(ApiFields f, string name, IDisposable? alsoDisposeOnError = null)
+    {
+        try
+        {
+            var bytes = f.File(name) ?? throw new ApiException(400, $"{name}: no image uploaded (a multipart file field, or base64 in JSON)");
+            return Data.ImageFiles.DecodeRgb(bytes, $"{name} (uploaded image)", options.MaxUploadPixels);
+        }
+        catch
+        {
+            alsoDisposeOnError?.Dispose();
+            throw;
+        }
+    }
+
+    JsonObject Settings(GenerationPlan plan)
+    {
+        var r = plan.Request;
+        var s = new JsonObject { ["model"] = options.ModelName };
+        if (plan.Rows > 0)
+        {
+            int perRow = plan.Count / plan.Rows;
+            s["classes"] = new JsonArray(Enumerable.Range(0, plan.Rows).Select(i => (JsonNode)service.Classes.Name(plan.Labels[i * perRow])).ToArray());
+        }
+        s["labels"] = new JsonArray(plan.Labels.Select(l => (JsonNode)l).ToArray());
+        s["n"] = r.Labels != null ? plan.Count : r.N;
+        s["steps"] = plan.Sampler.Steps;
+        s["cfg"] = plan.Guidance.Scale;
+        s["guidance"] = r.Guidance;
+        s["sampler"] = r.Sampler.Trim().ToLowerInvariant();
+        s["shift"] = plan.Sampler.TimestepShift;
+        s["seed"] = r.Seed;
+        s["precision"] = Runtime.Precision.Name(service.Precision);
+        return s;
+    }
+
+    ApiResult FromGeneration(GenerationResult r, JsonObject settings)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var images = Enumerable.Range(0, r.Labels.Length).Select(i =>
+            new ApiImage(Data.ImageFiles.EncodePng(r.Images![i]), r.Labels[i], service.Classes.Name(r.Labels[i]))).ToList();
+        return new ApiResult(Data.ImageFiles.EncodePng(r.Grid()), images, settings, r.Elapsed.TotalSeconds);
+    }
+
+    static ApiResult FromImages(TorchSharp.torch.Tensor images, TorchSharp.torch.Tensor grid, JsonObject settings, Stopwatch sw)
+    {
+        var list = Enumerable.Range(0, (int)images.shape[0]).Select(i => new ApiImage(Data.ImageFiles.EncodePng(images[i]))).ToList();
+        return new ApiResult(Data.ImageFiles.EncodePng(grid), list, settings, sw.Elapsed.TotalSeconds);
+    }
+
+    async Task Handle(HttpContext ctx, Func<ApiFields, Prepared> prepare)
+    {
+        var abort = ctx.RequestAborted;
+        try
+        {
+            var fields = await ApiFields.ReadAsync(ctx.Request, abort);
+            Prepared prepared;
+            try { prepared = prepare(fields); }
+            catch (SvgdException e) { throw new ApiException(400, e.Message); }
+            var item = Queue.TryEnqueue(w => prepared.Work(w), abort, prepared.Inputs);
+            if (item == null)
+            {
+                int wait = Queue.RetryAfterSeconds;
+                ctx.Response.Headers.RetryAfter = wait.ToString();
+                await Json(ctx, 429, Error($"busy: {Queue.Waiting} requests are waiting (the queue holds {Queue.Capacity}); retry after {wait} s"));
+                return;
+            }
+            string accept = ctx.Request.Headers.Accept.ToString();
+            if (accept.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase))
+            {
+                await StreamAsync(ctx, item);
+                return;
+            }
+            var result = (ApiResult)await item.Completion.Task.WaitAsync(abort);
+            if (accept.Contains("image/png", StringComparison.OrdinalIgnoreCase))
+            {
+                ctx.Response.StatusCode = 200;
+                ctx.Response.ContentType = "image/png";
+                ctx.Response.Headers["X-Svgd-Settings"] = result.Settings.ToJsonString();
+                ctx.Response.Headers["X-Svgd-Seconds"] = result.Seconds.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+                ctx.Response.ContentLength = result.Grid.Length;
+                await ctx.Response.Body.WriteAsync(result.Grid, abort);
+            }
+            else await Json(ctx, 200, result.ToJson());
+        }
+        catch (OperationCanceledException) when (abort.IsCancellationRequested) { /* the client went away: nobody to answer */ }
+        catch (Exception e) when (!ctx.Response.HasStarted)
+        {
+            var (status, message) = Describe(e);
+            await Json(ctx, status, Error(message));
+        }
+    }
+
+    /// <summary>Server-sent events: "queued" (requests ahead), "progress" (done/total), then "result" or "error".</summary>
+    async Task StreamAsync(HttpContext ctx, WorkItem item)
+    {
+        var abort = ctx.RequestAborted;
+        var res = ctx.Response;
+        res.StatusCode = 200;
+        res.ContentType = "text/event-stream";
+        res.Headers.CacheControl = "no-cache";
+        res.Headers["X-Accel-Buffering"] = "no";
+        int lastAhead = -1;
+        (long, long) lastProgress = (-1, -1);
+        while (true)
+        {
+            bool done = await Task.WhenAny(item.Completion.Task, Task.Delay(100, abort)) == item.Completion.Task;
+            abort.ThrowIfCancellationRequested();
+            if (item.State == WorkState.Waiting && item.Ahead != lastAhead)
+            {
+                lastAhead = item.Ahead;
+                await Event(res, "queued", new JsonObject { ["ahead"] = lastAhead }, abort);
+            }
+            var p = item.Progress;
+            if (p != lastProgress && p.Total > 0)
+            {
+                lastProgress = p;
+                await Event(res, "progress", new JsonObject { ["done"] = p.Done, ["total"] = p.Total }, abort);
+            }
+            if (done) break;
+        }
+        try
+        {
+            var result = (ApiResult)await item.Completion.Task;
+            await Event(res, "result", result.ToJson(), abort);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !abort.IsCancellationRequested)
+        {
+            var (status, message) = Describe(e);
+            var err = Error(message);
+            err["status"] = status;
+            await Event(res, "error", err, abort);
+        }
+    }
+
+    static async Task Event(HttpResponse res, string name, JsonObject data, CancellationToken cancel)
+    {
+        await res.WriteAsync($"event: {name}\ndata: {data.ToJsonString(JsonOptions)}\n\n", Encoding.UTF8, cancel);
+        await res.Body.FlushAsync(cancel);
+    }
+
+    static (int Status, string Message) Describe(Exception e) => e switch
+    {
+        ApiException a => (a.Status, a.Message),
+        OperationCanceledException => (503, "the server is stopping"),
+        SvgdException s => (500, s.Message),
+        _ => (500, $"internal error: {e.GetType().Name}: {e.Message.Split('\n')[0]}"),
+    };
+
+    static JsonObject Error(string message) => new() { ["error"] = message };
+
+    static Task Json(HttpContext ctx, int status, JsonObject body)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json; charset=utf-8";
+        return ctx.Response.WriteAsync(body.ToJsonString(JsonOptions), ctx.RequestAborted);
+    }
+
+    // Messages quote names ('sneker'); the default escaping would send them as \u0027, which is valid but unreadable.
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    sealed class Disposables(params IDisposable[] items) : IDisposable
+    {
+        public void Dispose() { foreach (var d in items) d.Dispose(); }
+    }
+}

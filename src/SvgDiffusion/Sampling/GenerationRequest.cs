@@ -1,0 +1,127 @@
+using System.Globalization;
+using SvgDiffusion.Transport;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SvgDiffusion.Sampling;
+
+/// <summary>
+/// How far a caller lets one request go: the CLI allows large runs (and points to sample-eval beyond them),
+/// a server keeps every request small enough to share one model fairly.
+/// </summary>
+/// <param name="Hint">Appended to the "too many samples" error: where to go instead.</param>
+public sealed record GenerationLimits(int MaxSamples, int MaxSteps, string Hint = "")
+{
+    /// <summary>The CLI's: a million samples kept in memory, any number of steps.</summary>
+    public static GenerationLimits Cli { get; } = new(1_000_000, int.MaxValue, "; use 'svgd sample-eval' for large sets");
+}
+
+/// <summary>
+/// One generation request as a user states it, with the CLI's option names: classes (indices or names, n
+/// samples each) or per-sample labels, or n samples with random labels; steps, sampler, cfg and guidance
+/// mode, shift, seed and precision. Every front end (CLI, HTTP API, tests) validates it here and nowhere
+/// else, so a value means the same thing and is refused with the same sentence everywhere.
+/// </summary>
+public sealed record GenerationRequest
+{
+    /// <summary>Class indices or names; <see cref="N"/> samples each, one grid row per class.</summary>
+    public IReadOnlyList<string>? Classes { get; init; }
+    /// <summary>The label of every sample (indices, names or "null"), instead of <see cref="Classes"/>.</summary>
+    public IReadOnlyList<string>? Labels { get; init; }
+    /// <summary>Samples per class with <see cref="Classes"/>; otherwise the number of samples (random labels).</summary>
+    public int N { get; init; } = DefaultN;
+    public int Steps { get; init; } = DefaultSteps;
+    public double Cfg { get; init; } = DefaultCfg;
+    public string Guidance { get; init; } = "constant";
+    public string Sampler { get; init; } = "euler";
+    public double Shift { get; init; } = Transport.Sampler.DefaultShift;
+    public long Seed { get; init; }
+    /// <summary>auto, fp32 or bf16; null: whatever precision the model is loaded in.</summary>
+    public string? Precision { get; init; }
+
+    public const int DefaultN = 8, DefaultSteps = 25;
+    public const double DefaultCfg = 1.5;
+    public static readonly string[] Samplers = { "euler", "heun" };
+
+    /// <summary>
+    /// The checks that need no model: counts, ranges, names of sampler, guidance mode and precision. Run
+    /// before loading anything, so a typo costs nothing. <paramref name="prefix"/> turns a field into the
+    /// caller's spelling of it ("--" on the command line, "" in JSON).
+    /// </summary>
+    public void Validate(GenerationLimits limits, string prefix = "")
+    {
+        if (Classes != null && Labels != null) throw new SvgdException($"give either {prefix}classes or {prefix}labels, not both");
+        if (Labels == null)
+        {
+            if (N <= 0) throw new SvgdException($"{prefix}n must be a positive whole number, got {N}");
+            if (N > limits.MaxSamples) throw new SvgdException($"{prefix}n {N} is more than {limits.MaxSamples:N0} samples{limits.Hint}");
+        }
+        if (Steps <= 0) throw new SvgdException($"{prefix}steps must be a positive whole number, got {Steps}");
+        if (Steps > limits.MaxSteps) throw new SvgdException($"{prefix}steps {Steps} is more than the limit of {limits.MaxSteps:N0}");
+        if (!double.IsFinite(Cfg) || Cfg < 0) throw new SvgdException($"{prefix}cfg must be a finite number >= 0, got {Num(Cfg)}");
+        if (!double.IsFinite(Shift) || Shift <= 0) throw new SvgdException($"{prefix}shift must be a finite number > 0, got {Num(Shift)}");
+        if (!Samplers.Contains((Sampler ?? "").Trim().ToLowerInvariant()))
+            throw new SvgdException($"{prefix}sampler must be {string.Join(" or ", Samplers)}, not '{Sampler}'");
+        try { GuidanceSchedule.Parse(Cfg, Guidance); }
+        catch (SvgdException e) { throw new SvgdException($"{prefix}guidance: {e.Message}"); }
+        ResolvePrecision(prefix);
+    }
+
+    /// <summary>
+    /// Everything a run needs, checked against the model's classes: per-sample labels (random ones drawn
+    /// from the seed when neither classes nor labels are given, unless <paramref name="unconditionalByDefault"/>),
+    /// grid rows, solver, guidance schedule and precision (null: the model's).
+    /// </summary>
+    /// <param name="classesField">The caller's name for <see cref="Classes"/> (vary and interpolate take one "class").</param>
+    public GenerationPlan Resolve(ClassLabels classes, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false, string classesField = "classes")
+    {
+        Validate(limits, prefix);
+        int[] labels;
+        int rows = 0;
+        if (Labels != null)
+        {
+            labels = classes.ResolveAll(Labels, $"{prefix}labels", allowNull: true);
+            if (labels.Length > limits.MaxSamples) throw new SvgdException($"{prefix}labels gives {labels.Length} samples, more than {limits.MaxSamples:N0}{limits.Hint}");
+        }
+        else if (Classes != null)
+        {
+            var cls = classes.ResolveAll(Classes, $"{prefix}{classesField}");
+            if ((long)N * cls.Length > limits.MaxSamples)
+                throw new SvgdException($"{prefix}n {N} per class for {cls.Length} classes is more than {limits.MaxSamples:N0} samples{limits.Hint}");
+            labels = cls.SelectMany(c => Enumerable.Repeat(c, N)).ToArray();
+            rows = cls.Length;
+        }
+        else if (unconditionalByDefault)
+            labels = Enumerable.Repeat(classes.NullLabel, N).ToArray();
+        else
+            labels = RandomLabels(N, classes.NumClasses, Seed);
+        var sampler = Transport.Sampler.Create(Sampler, Steps, Shift);
+        var guidance = GuidanceSchedule.Parse(Cfg, Guidance);
+        return new GenerationPlan(this, labels, rows, sampler, guidance, ResolvePrecision(prefix));
+    }
+
+    /// <summary>The resolved precision, or null when the request leaves it to the loaded model.</summary>
+    public ScalarType? ResolvePrecision(string prefix = "")
+    {
+        if (Precision == null) return null;
+        try { return Runtime.Precision.Resolve(Precision, allowFp64: false); }
+        catch (SvgdException) { throw new SvgdException($"{prefix}precision must be one of auto, fp32, bf16, not '{Precision}'"); }
+    }
+
+    /// <summary>n labels drawn uniformly from the seed (the same draw for the same seed everywhere).</summary>
+    public static int[] RandomLabels(int n, int numClasses, long seed)
+    {
+        using var g = new Generator((ulong)(seed & long.MaxValue) ^ 0x5eed);
+        using var r = torch.randint(0, numClasses, new long[] { n }, generator: g);
+        return r.data<long>().Select(x => (int)x).ToArray();
+    }
+
+    static string Num(double v) => v.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>A validated <see cref="GenerationRequest"/>: one label per sample, the grid's rows (one per class; 0: a square grid), solver and guidance.</summary>
+public sealed record GenerationPlan(GenerationRequest Request, int[] Labels, int Rows, Sampler Sampler, GuidanceSchedule Guidance, ScalarType? Precision)
+{
+    public int Count => Labels.Length;
+    public long Seed => Request.Seed;
+}
