@@ -61,8 +61,10 @@ public sealed class TrainingLog
             var pts = _rows.Where(r => r[key] is JsonValue).Select(r => ((double)r["step"]!.GetValue<int>(), r[key]!.GetValue<double>())).ToList();
             if (pts.Count == 0) continue;
             var ys = pts.Select(p => p.Item2).ToList();
-            if (smooth > 1) ys = ys.Select((_, i) => ys.Skip(Math.Max(0, i - smooth + 1)).Take(Math.Min(smooth, i + 1)).Average()).ToList();
-            series.Add(new PlotSeries(smooth > 1 ? $"{key} (mean of {smooth})" : key, pts.Select(p => p.Item1).ToList(), ys));
+            // Only dense series are smoothed: a value logged once per epoch is drawn as it is.
+            bool smoothed = smooth > 1 && pts.Count > 4 * smooth;
+            if (smoothed) ys = ys.Select((_, i) => ys.Skip(Math.Max(0, i - smooth + 1)).Take(Math.Min(smooth, i + 1)).Average()).ToList();
+            series.Add(new PlotSeries(smoothed ? $"{key} (mean of {smooth})" : key, pts.Select(p => p.Item1).ToList(), ys));
         }
         if (series.Count > 0) Plots.Lines(pngPath, title, "step", logY ? "value (log)" : "value", series, logY: logY);
     }
