@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Dinov3;
 using SvgDiffusion.Models.Losses;
@@ -39,7 +40,7 @@ internal static class TrainAutoencoderCommand
             using var cancel = new CtrlC();
             var data = new ImageFolder(p.GetValue(images)!);
             string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             Lpips? perceptual = p.GetValue(lpips) is string lin ? Lpips.Load(lin, p.GetValue(vgg)) : null;
             if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
@@ -78,6 +79,8 @@ internal static class TrainAutoencoderCommand
             }
 
             using var _ = trainer;
+            trainer.Distribute(cli.Comm);
+            if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));
             var tc = trainer.Config;
             console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
             if (trainer.Step >= tc.Steps)
@@ -86,28 +89,39 @@ internal static class TrainAutoencoderCommand
                 return 0;
             }
             int startStep = trainer.Step;
+            bool stopped = false;
+            var sw = System.Diagnostics.Stopwatch.StartNew();
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
                     task.Value = trainer.Step;
-                    while (trainer.Step < tc.Steps && !cancel.Requested)
+                    // The processes of a job stop at the same step: a signal reaches them at different moments.
+                    while (trainer.Step < tc.Steps && !(stopped = ShardedWork.AnyRank(cli.Comm, cancel.Requested)))
                     {
                         var r = trainer.TrainStep();
                         task.Value = r.Step;
-                        task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
-                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                        if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
+                        task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}{TrainCommand.AllreduceShare(trainer.Allreduce, sw.Elapsed)}";
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) Save(cli, trainer, last);
+                        if (cli.IsRoot && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
                     }
                 });
-            trainer.Save(last);
+            Save(cli, trainer, last);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the grid is not.
-            if (trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
-            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.ExitCode;
+            if (cli.IsRoot && trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
+            console.MarkupLine($"{TrainCommand.StopWords(cancel, stopped)} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(TrainCommand.AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            return TrainCommand.StopCode(cancel, stopped);
         }));
         return cmd;
+    }
+
+    /// <summary>Every process checks that the copies agree, then rank 0 writes the checkpoint.</summary>
+    static void Save(CliContext cli, AutoencoderTrainer trainer, string path)
+    {
+        trainer.VerifyReplicas();
+        if (cli.IsRoot) trainer.Save(path);
     }
 
     static SvgAutoencoderConfig? ResolveConfig(ParseResult p, Option<string?> preset, Option<string?> config)

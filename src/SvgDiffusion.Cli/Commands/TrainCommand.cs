@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Training;
 using TorchSharp;
@@ -43,7 +44,7 @@ internal static class TrainCommand
             if ((p.GetValue(latents) == null) == (p.GetValue(images) == null)) throw new SvgdException("give exactly one of --latents (a cache) or --images (online encoding)");
             using var source = p.GetValue(latents) is string lp ? new DataSource(LatentCache.Open(lp)) : DataSource.Online(p, ae, images, stats);
             string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             DiTTrainer trainer;
             DiT? owned = null;
@@ -72,7 +73,10 @@ internal static class TrainCommand
             }
             using var _t = trainer;
             using var _o = owned;
-            var decoder = source.Autoencoder ?? (p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null);
+            trainer.Distribute(cli.Comm);
+            if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(WorldSizeChange(saved, cli.Comm.Size));
+            // Only rank 0 writes sample grids.
+            var decoder = source.Autoencoder ?? (cli.IsRoot && p.GetValue(ae.Autoencoder) != null ? ae.Load(p) : null);
             using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
@@ -84,6 +88,7 @@ internal static class TrainCommand
             }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
+            bool stopped = false;
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
@@ -91,25 +96,51 @@ internal static class TrainCommand
                     var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
                     task.Value = trainer.Step;
                     double smooth = double.NaN;
-                    while (trainer.Step < tc.Steps && !cancel.Requested)
+                    // The processes of a job stop at the same step: a signal reaches them at different moments.
+                    while (trainer.Step < tc.Steps && !(stopped = ShardedWork.AnyRank(cli.Comm, cancel.Requested)))
                     {
                         var r = trainer.TrainStep();
                         smooth = double.IsNaN(smooth) ? r.Loss : 0.98 * smooth + 0.02 * r.Loss;
                         double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                         task.Value = r.Step;
-                        task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
-                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                        if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+                        task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s{AllreduceShare(trainer.Allreduce, sw.Elapsed)})";
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) Save(cli, trainer, last);
+                        if (decoder != null && cli.IsRoot && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
                     }
                 });
-            trainer.Save(last);
+            Save(cli, trainer, last);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the preview grid is not.
-            if (decoder != null && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
-            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.ExitCode;
+            if (decoder != null && cli.IsRoot && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+            console.MarkupLine($"{StopWords(cancel, stopped)} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            return StopCode(cancel, stopped);
         }));
         return cmd;
     }
+
+    /// <summary>Every process checks that the copies agree, then rank 0 writes the checkpoint.</summary>
+    static void Save(CliContext cli, DiTTrainer trainer, string path)
+    {
+        trainer.VerifyReplicas();
+        if (cli.IsRoot) trainer.Save(path);
+    }
+
+    internal static string WorldSizeChange(int saved, int now) =>
+        $"the run was trained by {saved} process{(saved == 1 ? "" : "es")} and continues with {now}: the global batch and every random draw stay the same, " +
+        "but gradients are summed in another order, so it continues within float32 rounding of the original, not bit for bit";
+
+    internal static string StopWords(CtrlC cancel, bool stopped) =>
+        cancel.Requested ? $"stopped by {cancel.Signal}" : stopped ? "stopped by a signal to another process" : "finished";
+
+    internal static int StopCode(CtrlC cancel, bool stopped) => cancel.Requested ? cancel.ExitCode : stopped ? 143 : 0;
+
+    /// <summary>", allreduce N%" of the wall time so far, for the progress line of a data-parallel run.</summary>
+    internal static string AllreduceShare(GradientBuckets? g, TimeSpan elapsed) =>
+        g == null ? "" : $", allreduce {100 * g.Elapsed.TotalSeconds / Math.Max(1e-9, elapsed.TotalSeconds):F0}%";
+
+    internal static string AllreduceSummary(GradientBuckets g, int steps, TimeSpan elapsed) =>
+        $"gradient allreduce: {g.Bytes / 1048576.0:F1} MiB per step in {g.BucketCount} bucket{(g.BucketCount == 1 ? "" : "s")}, " +
+        $"{1000 * g.Elapsed.TotalSeconds / steps:F1} ms per step of {1000 * elapsed.TotalSeconds / steps:F1} ms ({100 * g.Elapsed.TotalSeconds / Math.Max(1e-9, elapsed.TotalSeconds):F1}%)";
 
     /// <summary>One row per class (up to 10), 8 EMA samples each, decoded.</summary>
     static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.SvgAutoencoder decoder, int numClasses, string outDir, int steps, double cfg)
