@@ -25,15 +25,17 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     static IntPtr _handle;
 
     readonly MPI.Environment _env;
+    readonly Launch _launch;
     bool _disposed;
 
     public int Rank { get; }
     public int Size { get; }
     public string Engine { get; }
 
-    MpiCommunicator(MPI.Environment env, int rank, int size, string engine)
+    MpiCommunicator(MPI.Environment env, Launch launch, int rank, int size, string engine)
     {
         _env = env;
+        _launch = launch;
         Rank = rank;
         Size = size;
         Engine = engine;
@@ -52,7 +54,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         Check(U.MPI_Comm_size(U.MPI_COMM_WORLD, out size), "MPI_Comm_size");
         if (rank != launch.Rank || size != launch.Size)
             throw new SvgdException($"MPI says rank {rank} of {size} but the launcher said rank {launch.Rank} of {launch.Size}: {library} does not belong to the launcher ({MpiLaunch.Install})");
-        return new MpiCommunicator(env, rank, size, $"MPI ({Path.GetFileName(library)})");
+        return new MpiCommunicator(env, launch, rank, size, $"MPI ({Path.GetFileName(library)})");
     }
 
     /// <summary>Points MPI.NET's imports at <paramref name="library"/>; one line when it cannot be loaded.</summary>
@@ -181,7 +183,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
 
     public void Abort(int code)
     {
-        U.MPI_Abort(U.MPI_COMM_WORLD, code);
+        // Hydra ends the job when a process exits with an error, silently; MPI_Abort (for other launchers,
+        // which may not) adds MPICH's own line to the one the caller already printed.
+        if (!_launch.Hydra) U.MPI_Abort(U.MPI_COMM_WORLD, code);
         Environment.Exit(code);
     }
 

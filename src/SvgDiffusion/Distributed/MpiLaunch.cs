@@ -2,10 +2,10 @@ namespace SvgDiffusion.Distributed;
 
 /// <summary>How this process was started: its rank and the job's size as the launcher announced them.</summary>
 /// <param name="LocalSize">Processes of the job on this machine (for the torch thread count), 1 when unknown.</param>
-/// <param name="Launcher">The launcher in words, for messages.</param>
-public sealed record Launch(int Rank, int Size, int LocalSize, string Launcher)
+/// <param name="Hydra">Started by MPICH's Hydra (mpiexec.mpich), which ends the whole job as soon as one process exits with an error.</param>
+public sealed record Launch(int Rank, int Size, int LocalSize, bool Hydra)
 {
-    public static readonly Launch Alone = new(0, 1, 1, "none");
+    public static readonly Launch Alone = new(0, 1, 1, false);
     public bool IsDistributed => Size > 1;
 }
 
@@ -29,9 +29,10 @@ public static class MpiLaunch
         {
             int size = Number(env, "PMI_SIZE"), rank = Number(env, "PMI_RANK");
             if (size < 1 || rank < 0 || rank >= size) throw new SvgdException($"the MPI launcher set PMI_RANK={rank} and PMI_SIZE={size}, which do not describe a job");
-            int local = env("MPI_LOCALNRANKS") is string l && int.TryParse(l, out int n) && n > 0 ? n : 1;
-            string launcher = env("SLURM_JOB_ID") != null && env("MPI_LOCALNRANKS") == null ? "srun (PMI-2)" : "mpiexec (PMI)";
-            return new Launch(rank, size, local, launcher);
+            // Hydra announces the processes per machine; srun does not (it binds each task to its CPUs instead).
+            string? localRanks = env("MPI_LOCALNRANKS");
+            int local = localRanks is string l && int.TryParse(l, out int n) && n > 0 ? n : 1;
+            return new Launch(rank, size, local, Hydra: localRanks != null);
         }
         if (env("OMPI_COMM_WORLD_SIZE") is string ompi && ompi != "1")
             throw new SvgdException($"started by Open MPI's mpirun (OMPI_COMM_WORLD_SIZE={ompi}), whose library svgd cannot use: {Install}");
