@@ -39,14 +39,15 @@ internal static class CacheLatentsCommand
                     .Start(ctx =>
                     {
                         var task = ctx.AddTask("cache-latents", maxValue: Math.Max(1, writer.Total));
-                        cache = writer.Write((done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; }, cancel.Token);
+                        cache = writer.Write(cli.Comm, (done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; }, cancel.Token);
                     });
             }
             catch (OperationCanceledException)
             {
-                cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
-                return cancel.ExitCode;
+                if (cli.IsRoot) cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
+                return cancel.Requested ? cancel.ExitCode : 143;
             }
+            if (!cli.IsRoot) return 0;
             using var c = cache!;
             cli.Console.MarkupLine($"cache [bold]{Markup.Escape(p.GetValue(output)!)}[/]: {c.Count} latents {Markup.Escape("[" + string.Join(", ", c.LatentShape) + "]")}, {c.NumClasses} classes, {writer.ShardsWritten} shards written, {writer.ShardsSkipped} already done");
             return 0;
