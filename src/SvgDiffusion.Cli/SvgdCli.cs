@@ -11,7 +11,8 @@ public static class SvgdCli
     public static RootCommand Build(CliContext cli)
     {
         var root = new RootCommand("SvgDiffusion: latent diffusion without a VAE (SVG), in .NET.\n" +
-                                   "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.");
+                                   "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.\n" +
+                                   "train, train-autoencoder, sample-eval and cache-latents run data-parallel when started by MPICH's mpiexec (or srun --mpi=pmi2).");
         root.Subcommands.Add(InspectCommand.Create(cli));
         root.Subcommands.Add(ImportIdxCommand.Create(cli));
         root.Subcommands.Add(FeaturesCommand.Create(cli));

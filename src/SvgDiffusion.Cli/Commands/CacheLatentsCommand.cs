@@ -17,7 +17,7 @@ internal static class CacheLatentsCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per encoder pass.", DefaultValueFactory = _ => 16 };
         var bf16 = new Option<bool>("--bf16") { Description = "Store latents as bfloat16 (half the disk; read back as float32)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a cache made with other settings instead of refusing." };
-        var cmd = new Command("cache-latents", "Encode an image folder once into sharded SVG latents + labels, so diffusion training never re-runs the encoders. Resumable.")
+        var cmd = new Command("cache-latents", "Encode an image folder once into sharded SVG latents + labels, so diffusion training never re-runs the encoders. Resumable; shards spread over the processes under mpiexec.")
         { images, output, flip, alignment, shard, batch, bf16, overwrite };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>

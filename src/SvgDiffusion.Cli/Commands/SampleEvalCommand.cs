@@ -24,7 +24,7 @@ internal static class SampleEvalCommand
         var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
         var precision = PrecisionOption.Create();
-        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch, precision };
+        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score), resumable in shards, without keeping images; shards spread over the processes under mpiexec.") { n, labels, output, reference, shard, batch, precision };
         foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {

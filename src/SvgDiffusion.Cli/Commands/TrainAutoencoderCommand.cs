@@ -22,7 +22,7 @@ internal static class TrainAutoencoderCommand
         var init = new Option<string?>("--init") { Description = "Start from an existing autoencoder (e.g. the released .ckpt): fine-tuning, fresh optimisers." };
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped (step, optimisers, discriminator, statistics)." };
         var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 1000 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per step.", DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per step; under mpiexec the global batch, each process computing its share.", DefaultValueFactory = _ => 8 };
         var lr = new Option<double>("--lr") { Description = "Adam learning rate (betas 0.5, 0.9 as the reference).", DefaultValueFactory = _ => 1e-4 };
         var discStart = new Option<int>("--disc-start") { Description = "Step from which the PatchGAN loss is on (reference: 5001).", DefaultValueFactory = _ => 5001 };
         var discWeight = new Option<double>("--disc-weight") { Description = "Factor on the adaptive generator weight (reference: 0.5).", DefaultValueFactory = _ => 0.5 };
@@ -31,7 +31,7 @@ internal static class TrainAutoencoderCommand
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
-        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (DINOv3 stays frozen) with L1 + LPIPS + PatchGAN.")
+        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (DINOv3 stays frozen) with L1 + LPIPS + PatchGAN; data-parallel under mpiexec.")
         { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {

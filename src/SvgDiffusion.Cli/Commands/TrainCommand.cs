@@ -20,7 +20,7 @@ internal static class TrainCommand
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped." };
         var stats = new Option<string?>("--stats") { Description = "Latent statistics to normalise with (default: computed from the cache)." };
         var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 10000 };
-        var batch = new Option<int>("--batch-size") { Description = "Latents per step.", DefaultValueFactory = _ => 32 };
+        var batch = new Option<int>("--batch-size") { Description = "Latents per step; under mpiexec the global batch, each process computing its share.", DefaultValueFactory = _ => 32 };
         var lr = new Option<double>("--lr") { Description = "AdamW learning rate (betas 0.9/0.999, no weight decay, as the reference).", DefaultValueFactory = _ => 1e-4 };
         var ema = new Option<double>("--ema") { Description = "EMA decay of the weights used for sampling.", DefaultValueFactory = _ => 0.9999 };
         var clip = new Option<double>("--grad-clip") { Description = "Clip the gradient norm (0: off, the reference).", DefaultValueFactory = _ => 0 };
@@ -33,7 +33,7 @@ internal static class TrainCommand
         var ae = new AutoencoderOptions("autoencoder-");
         ae.Autoencoder.Required = false;
         ae.Autoencoder.Description = "SVG autoencoder to decode the sample grids with (optional).";
-        var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable.")
+        var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable; data-parallel under mpiexec.")
         { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
