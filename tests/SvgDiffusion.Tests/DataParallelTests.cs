@@ -242,14 +242,22 @@ public class DataParallelTests(FashionLatents data, ITestOutputHelper log) : ICl
     public void AutoencoderWithPatchGanOnTwoProcessesTakesTheStepOfOneAndResumesExactly()
     {
         string dir = Reference.TempDir();
+        // Two autoencoders of one architecture: rank 1 is given the other, and must train rank 0's (broadcast from rank 0).
+        foreach (var (name, seed) in new[] { ("a", 1), ("b", 2) })
+        {
+            torch.manual_seed(seed);
+            using var init = new Models.Autoencoder.SvgAutoencoder(Models.Autoencoder.SvgAutoencoderPresets.Get("svg-resnet18-32px"));
+            Models.Autoencoder.SvgAutoencoderCheckpoint.Save(init, Path.Combine(dir, name + ".safetensors"));
+        }
         // Residual-ViT dropout and attention dropout, residual masking, crops, flips, batch alignment statistics,
         // the PatchGAN's BatchNorm and its adaptive weight all take part: the GAN is on from the first step.
-        string[] Args(string run, int steps) => new[] { "train-autoencoder", "--images", Fashion, "--out", Path.Combine(dir, run), "--preset", "svg-resnet18-32px",
-            "--steps", steps.ToString(), "--batch-size", "8", "--disc-start", "0", "--lr", "1e-3", "--seed", "2", "--checkpoint-every", "0", "--sample-every", "0" };
+        string[] Args(string run, int steps, string init = "a") => new[] { "train-autoencoder", "--images", Fashion, "--out", Path.Combine(dir, run),
+            "--init", Path.Combine(dir, init + ".safetensors"), "--steps", steps.ToString(), "--batch-size", "8", "--disc-start", "0", "--lr", "1e-3", "--seed", "2",
+            "--checkpoint-every", "0", "--sample-every", "0" };
         string Last(string run) => Path.Combine(dir, run, "last.safetensors");
 
         Ok(Reference.RunCli(Args("one", 1)), "1 process");
-        var two = Ok(MpiJob.Run(2, Args("two", 1)), "2 processes");
+        var two = Ok(MpiJob.RunEach(Args("two", 1), Args("two", 1, init: "b")), "2 processes");
         Assert.StartsWith("data-parallel over 2 processes", two.Out.TrimStart());
         // Only rank 0 warns (no LPIPS weights here), once.
         Assert.Single(two.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("warning:"));

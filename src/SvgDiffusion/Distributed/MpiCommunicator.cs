@@ -123,9 +123,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
 
     public byte[] Broadcast(byte[]? data, int root = 0)
     {
-        var length = new[] { Rank == root ? (double)(data ?? throw new ArgumentNullException(nameof(data))).LongLength : 0 };
-        fixed (double* l = length) Check(U.MPI_Bcast((IntPtr)l, 1, U.MPI_DOUBLE, root, U.MPI_COMM_WORLD), "MPI_Bcast");
-        var result = Rank == root ? data! : new byte[(long)length[0]];
+        long length = Rank == root ? (data ?? throw new ArgumentNullException(nameof(data))).LongLength : 0;
+        Check(U.MPI_Bcast((IntPtr)(&length), 1, U.MPI_LONG_LONG, root, U.MPI_COMM_WORLD), "MPI_Bcast");
+        var result = Rank == root ? data! : new byte[length];
         if (result.Length > 0) fixed (byte* p = result) BroadcastRaw(p, result.LongLength, root);
         return result;
     }
