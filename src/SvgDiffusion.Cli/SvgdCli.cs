@@ -67,30 +67,12 @@ public static class SvgdCli
             if (launch.Rank == 0) cli.Errors.WriteLine($"error: {ParseError(parse)}");
             return 1;
         }
-        if (launch.IsDistributed)
+        if (launch.IsDistributed && !(help && launch.Rank == 0))
         {
-            string name = parse.CommandResult.Command.Name;
-            if (help) { if (launch.Rank != 0) return 0; }
-            else if (!DataParallelCommands.Contains(name))
-            {
-                if (launch.Rank == 0)
-                    cli.Errors.WriteLine($"error: 'svgd {name}' runs in one process; under an MPI launcher only {string.Join(", ", DataParallelCommands)} run (started here as {launch.Size} processes)");
-                return 1;
-            }
-            else
-            {
-                try { cli = cli.InJob(MpiLaunch.Connect(launch)); }
-                catch (SvgdException e)
-                {
-                    if (launch.Rank == 0) cli.Errors.WriteLine($"error: {e.Message}");
-                    return 1;
-                }
-                if (MpiLaunch.ThreadsPerProcess(launch) is int threads) TorchSharp.torch.set_num_threads(threads);
-                SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
-                root = Build(cli);
-                parse = root.Parse(args);
-                cli.Console.MarkupLine($"data-parallel over {cli.Comm.Size} processes ({Markup.Escape(cli.Comm.Engine)}, {TorchSharp.torch.get_num_threads()} torch thread{(TorchSharp.torch.get_num_threads() == 1 ? "" : "s")} each)");
-            }
+            if (JoinJob(launch, parse, help, ref cli) is int exit) return exit;
+            SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
+            // The commands capture their context: build them again for this process of the job.
+            parse = Build(cli).Parse(args);
         }
         try
         {
@@ -101,6 +83,34 @@ public static class SvgdCli
         {
             cli.Comm.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Makes this process one of an MPI job (loading MPI), or says why it does not run: other ranks than 0
+    /// print no help, and commands that do not run data-parallel are refused once.
+    /// </summary>
+    /// <returns>An exit code when the process ends here, else null with <paramref name="cli"/> in the job.</returns>
+    static int? JoinJob(Launch launch, ParseResult parse, bool help, ref CliContext cli)
+    {
+        if (help) return 0;
+        string name = parse.CommandResult.Command.Name;
+        if (!DataParallelCommands.Contains(name))
+        {
+            if (launch.Rank == 0)
+                cli.Errors.WriteLine($"error: 'svgd {name}' runs in one process; under an MPI launcher only {string.Join(", ", DataParallelCommands)} run (started here as {launch.Size} processes)");
+            return 1;
+        }
+        try { cli = cli.InJob(MpiLaunch.Connect(launch)); }
+        catch (SvgdException e)
+        {
+            // Every process fails to load or start MPI alike: the first reports.
+            if (launch.Rank == 0) cli.Errors.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        if (MpiLaunch.ThreadsPerProcess(launch) is int threads) TorchSharp.torch.set_num_threads(threads);
+        int n = TorchSharp.torch.get_num_threads();
+        cli.Console.MarkupLine($"data-parallel over {cli.Comm.Size} processes ({Markup.Escape(cli.Comm.Engine)}, {n} torch thread{(n == 1 ? "" : "s")} each)");
+        return null;
     }
 
     /// <summary>This process's rank as any launcher announced it (0 when none did), for reporting before MPI is up.</summary>
