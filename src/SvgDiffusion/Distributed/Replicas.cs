@@ -96,19 +96,36 @@ public static class Replicas
         Verify(comm, what, tensors);
     }
 
-    /// <summary>Gives every rank rank 0's optimiser state (moments, step counts), then verifies the copies.</summary>
+    /// <summary>
+    /// Gives every rank rank 0's Adam/AdamW state (step counts and moments, written in place into the
+    /// optimiser's own tensors), then verifies the copies. Not through the serialised blob of a checkpoint:
+    /// that takes several copies of the state in managed memory.
+    /// </summary>
     public static void Broadcast(ICommunicator comm, string what, TorchSharp.Modules.OptimizerHelper optimizer)
     {
         if (comm.Size == 1) return;
-        using var mine = Training.RunCheckpoint.OptimizerBlob(optimizer);
-        var bytes = comm.Broadcast(comm.IsRoot ? mine.bytes.ToArray() : null);
-        if (!comm.IsRoot)
+        var states = optimizer.state_dict().State;
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        var steps = new long[states.Count];
+        for (int i = 0; i < states.Count; i++)
         {
-            using var blob = torch.empty(bytes.LongLength, dtype: ScalarType.Byte);
-            bytes.CopyTo(blob.bytes);
-            Training.RunCheckpoint.RestoreOptimizer(optimizer, blob, $"rank 0's {what}", what);
+            (long step, Tensor?[] moments) = states[i] switch
+            {
+                TorchSharp.Modules.Adam.State a => (a.step, new[] { a.exp_avg, a.exp_avg_sq, a.max_exp_avg_sq }),
+                TorchSharp.Modules.AdamW.State w => (w.step, new[] { w.exp_avg, w.exp_avg_sq, w.max_exp_avg_sq }),
+                var other => throw new NotSupportedException($"{what}: cannot send an optimiser state of type {other.GetType().Name}"),
+            };
+            steps[i] = step;
+            for (int k = 0; k < moments.Length; k++)
+                if (moments[k] is Tensor t) tensors.Add(KeyValuePair.Create($"{i}.{k}", t));
         }
-        using var after = Training.RunCheckpoint.OptimizerBlob(optimizer);
-        Verify(comm, what, new[] { KeyValuePair.Create(what, after) });
+        var bytes = comm.Broadcast(comm.IsRoot ? steps.SelectMany(BitConverter.GetBytes).ToArray() : null);
+        for (int i = 0; i < states.Count; i++)
+        {
+            long step = BitConverter.ToInt64(bytes, 8 * i);
+            if (states[i] is TorchSharp.Modules.Adam.State a) a.step = step;
+            else if (states[i] is TorchSharp.Modules.AdamW.State w) w.step = step;
+        }
+        using (torch.no_grad()) Broadcast(comm, what, tensors);
     }
 }
