@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SvgDiffusion.Cli.Commands;
+using SvgDiffusion.Distributed;
 
 namespace SvgDiffusion.Cli;
 
@@ -10,7 +11,8 @@ public static class SvgdCli
     public static RootCommand Build(CliContext cli)
     {
         var root = new RootCommand("SvgDiffusion: latent diffusion without a VAE (SVG), in .NET.\n" +
-                                   "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.");
+                                   "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.\n" +
+                                   "train, train-autoencoder, sample-eval and cache-latents run data-parallel when started by MPICH's mpiexec (or srun --mpi=pmi2).");
         root.Subcommands.Add(InspectCommand.Create(cli));
         root.Subcommands.Add(ImportIdxCommand.Create(cli));
         root.Subcommands.Add(FeaturesCommand.Create(cli));
@@ -37,6 +39,9 @@ public static class SvgdCli
         return root;
     }
 
+    /// <summary>The commands that run over several processes when started by an MPI launcher.</summary>
+    public static readonly IReadOnlySet<string> DataParallelCommands = new HashSet<string> { "train", "train-autoencoder", "sample-eval", "cache-latents" };
+
     public static int Run(string[] args, IAnsiConsole? console = null, TextWriter? errors = null)
     {
         if (console == null)
@@ -45,20 +50,80 @@ public static class SvgdCli
             // Piped or logged output gets no terminal width: keep tables readable instead of 80 columns.
             if (Console.IsOutputRedirected) console.Profile.Width = 160;
         }
-        var cli = new CliContext(console, errors ?? Console.Error);
+        errors ??= Console.Error;
+        Launch launch;
+        try { launch = MpiLaunch.Detect(); }
+        catch (SvgdException e)
+        {
+            // Every process of a refused launch fails alike: the first reports.
+            if (LauncherRank() == 0) errors.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        var cli = new CliContext(console, errors);
         SvgDiffusion.Runtime.TorchRuntime.EnsureInitialized();
         SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
         var root = Build(cli);
         var parse = root.Parse(args);
+        bool help = args.Length == 0 || parse.Action is System.CommandLine.Help.HelpAction;
         if (args.Length == 0) parse = root.Parse(new[] { "--help" });
         else if (parse.Errors.Count > 0)
         {
             // One line, as for every other bad input, instead of the parser's list of errors and the full help.
-            cli.Errors.WriteLine($"error: {ParseError(parse)}");
+            if (launch.Rank == 0) cli.Errors.WriteLine($"error: {ParseError(parse)}");
             return 1;
         }
-        int code = parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
-        return args.Length == 0 ? 1 : code;
+        if (launch.IsDistributed && !(help && launch.Rank == 0))
+        {
+            if (JoinJob(launch, parse, help, ref cli) is int exit) return exit;
+            SvgDiffusion.Runtime.KernelGuard.Warn = cli.Warn;
+            // The commands capture their context: build them again for this process of the job.
+            parse = Build(cli).Parse(args);
+        }
+        try
+        {
+            int code = parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
+            return args.Length == 0 ? 1 : code;
+        }
+        finally
+        {
+            cli.Comm.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Makes this process one of an MPI job (loading MPI), or says why it does not run: other ranks than 0
+    /// print no help, and commands that do not run data-parallel are refused once.
+    /// </summary>
+    /// <returns>An exit code when the process ends here, else null with <paramref name="cli"/> in the job.</returns>
+    static int? JoinJob(Launch launch, ParseResult parse, bool help, ref CliContext cli)
+    {
+        if (help) return 0;
+        string name = parse.CommandResult.Command.Name;
+        if (!DataParallelCommands.Contains(name))
+        {
+            if (launch.Rank == 0)
+                cli.Errors.WriteLine($"error: 'svgd {name}' runs in one process; under an MPI launcher only {string.Join(", ", DataParallelCommands)} run (started here as {launch.Size} processes)");
+            return 1;
+        }
+        try { cli = cli.InJob(MpiLaunch.Connect(launch)); }
+        catch (SvgdException e)
+        {
+            // Every process fails to load or start MPI alike: the first reports.
+            if (launch.Rank == 0) cli.Errors.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        if (MpiLaunch.ThreadsPerProcess(launch) is int threads) TorchSharp.torch.set_num_threads(threads);
+        int n = TorchSharp.torch.get_num_threads();
+        cli.Console.MarkupLine($"data-parallel over {cli.Comm.Size} processes ({Markup.Escape(cli.Comm.Engine)}, {n} torch thread{(n == 1 ? "" : "s")} each)");
+        return null;
+    }
+
+    /// <summary>This process's rank as any launcher announced it (0 when none did), for reporting before MPI is up.</summary>
+    static int LauncherRank()
+    {
+        foreach (var name in new[] { "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID" })
+            if (int.TryParse(Environment.GetEnvironmentVariable(name), out int r)) return r;
+        return 0;
     }
 
     static string ParseError(ParseResult parse)
@@ -87,25 +152,65 @@ public static class SvgdCli
         }
         catch (SvgdException e)
         {
-            cli.Errors.WriteLine($"error: {e.Message}");
-            return 1;
+            return cli.Fail($"error: {e.Message}", e.Collective, 1);
         }
         catch (OperationCanceledException)
         {
-            cli.Errors.WriteLine("cancelled");
-            return 130;
+            // Data-parallel loops agree on a stop before they throw it: every process ends here together.
+            return cli.Fail("cancelled", collective: true, 130);
         }
         catch (Exception e) when (Environment.GetEnvironmentVariable("SVGD_DEBUG") != "1")
         {
             // Not a user error: still one line, with the way to get the full trace for a bug report.
-            cli.Errors.WriteLine($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]} (set SVGD_DEBUG=1 for a stack trace)");
-            return 2;
+            return cli.Fail($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]} (set SVGD_DEBUG=1 for a stack trace)", collective: false, 2);
         }
     };
 }
 
-/// <summary>Where a command writes: normal output (Spectre, may wrap and colour) and error lines (stderr, unwrapped, one per failure).</summary>
+/// <summary>Where a command writes: normal output (Spectre, may wrap and colour) and error lines (stderr, unwrapped, one per failure).
+/// In a data-parallel job only rank 0 writes output and warnings; every rank may report its own failure.</summary>
 public sealed record CliContext(IAnsiConsole Console, TextWriter Errors)
 {
-    public void Warn(string message) => Errors.WriteLine($"warning: {message}");
+    /// <summary>The processes this command runs on (one unless started by an MPI launcher).</summary>
+    public ICommunicator Comm { get; private init; } = SingleProcess.Instance;
+
+    /// <summary>True on the process that writes files, output and progress (rank 0).</summary>
+    public bool IsRoot => Comm.Rank == 0;
+
+    public void Warn(string message)
+    {
+        if (IsRoot) Errors.WriteLine($"warning: {message}");
+    }
+
+    /// <summary>The context of one process of <paramref name="comm"/>: other ranks than 0 print nothing but their own failures.</summary>
+    public CliContext InJob(ICommunicator comm) => comm.Rank == 0 ? this with { Comm = comm } : new CliContext(Silent(), Errors) { Comm = comm };
+
+    static IAnsiConsole Silent() => AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(TextWriter.Null), Interactive = InteractionSupport.No, Ansi = AnsiSupport.No,
+    });
+
+    /// <summary>
+    /// Reports a failure and returns the exit code. In one process: the line. In a job, a failure every
+    /// process raised together (<paramref name="collective"/>) is reported by rank 0 and the job ends in
+    /// order; any other failure is this process's alone: it reports (rank 0 at once, other ranks a moment
+    /// later, so a failure they all share is reported once) and ends the whole job, since the others would
+    /// wait for it forever.
+    /// </summary>
+    public int Fail(string line, bool collective, int code)
+    {
+        if (Comm.Size == 1 || (collective && IsRoot))
+        {
+            Errors.WriteLine(line);
+            return code;
+        }
+        if (collective) return code;
+        if (!IsRoot) Thread.Sleep(1000);
+        Errors.WriteLine(IsRoot ? line : line.StartsWith("error: ", StringComparison.Ordinal)
+            ? $"error: rank {Comm.Rank} of {Comm.Size}: {line["error: ".Length..]}" : $"rank {Comm.Rank} of {Comm.Size}: {line}");
+        Errors.Flush();
+        System.Console.Out.Flush();
+        Comm.Abort(code);
+        return code;
+    }
 }

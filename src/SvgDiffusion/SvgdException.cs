@@ -10,6 +10,13 @@ public sealed class SvgdException : Exception
     public SvgdException(string message, Exception inner) : base(OneLine(message), inner) { }
 
     /// <summary>
+    /// Raised by every process of a data-parallel job at the same point (a check over all ranks, a
+    /// loss summed over them): rank 0 reports it alone and the job ends in order. Any other failure is
+    /// one process's, and ends the job from that process.
+    /// </summary>
+    public bool Collective { get; init; }
+
+    /// <summary>
     /// Names quoted from a damaged file (a tensor key, a zip entry) can hold line breaks or terminal
     /// control characters; escaped, the message stays the single line the CLI promises.
     /// </summary>

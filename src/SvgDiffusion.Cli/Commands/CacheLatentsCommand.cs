@@ -17,7 +17,7 @@ internal static class CacheLatentsCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per encoder pass.", DefaultValueFactory = _ => 16 };
         var bf16 = new Option<bool>("--bf16") { Description = "Store latents as bfloat16 (half the disk; read back as float32)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a cache made with other settings instead of refusing." };
-        var cmd = new Command("cache-latents", "Encode an image folder once into sharded latents (SVG or VAE) + labels, so diffusion training never re-runs the encoders. Resumable.")
+        var cmd = new Command("cache-latents", "Encode an image folder once into sharded latents (SVG or VAE) + labels, so diffusion training never re-runs the encoders. Resumable; shards spread over the processes under mpiexec.")
         { images, output, flip, alignment, shard, batch, bf16, overwrite };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
@@ -43,14 +43,15 @@ internal static class CacheLatentsCommand
                     .Start(ctx =>
                     {
                         var task = ctx.AddTask("cache-latents", maxValue: Math.Max(1, writer.Total));
-                        cache = writer.Write((done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; }, cancel.Token);
+                        cache = writer.Write(cli.Comm, (done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; }, cancel.Token);
                     });
             }
             catch (OperationCanceledException)
             {
-                cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
-                return cancel.ExitCode;
+                if (cli.IsRoot) cli.Errors.WriteLine($"stopped; {writer.ShardsWritten + writer.ShardsSkipped} complete shards kept, rerun the same command to continue");
+                return cancel.Requested ? cancel.ExitCode : 143;
             }
+            if (!cli.IsRoot) return 0;
             using var c = cache!;
             cli.Console.MarkupLine($"cache [bold]{Markup.Escape(p.GetValue(output)!)}[/]: {c.Count} latents {Markup.Escape("[" + string.Join(", ", c.LatentShape) + "]")}, {c.NumClasses} classes, {writer.ShardsWritten} shards written, {writer.ShardsSkipped} already done");
             return 0;

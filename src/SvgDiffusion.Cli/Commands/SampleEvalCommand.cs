@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Spectre.Console;
 using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Evaluation;
 using SvgDiffusion.Sampling;
 using TorchSharp;
@@ -23,7 +24,7 @@ internal static class SampleEvalCommand
         var shard = new Option<int>("--shard-size") { Description = "Samples per resumable shard.", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 32 };
         var precision = PrecisionOption.Create();
-        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score; with --feature-network evaluator, class accuracy and precision/recall), resumable in shards, without keeping images.") { n, labels, output, reference, shard, batch, precision };
+        var cmd = new Command("sample-eval", "Sample n images and stream their features into FID statistics (and Inception Score; with --feature-network evaluator, class accuracy and precision/recall), resumable in shards, without keeping images; shards spread over the processes under mpiexec.") { n, labels, output, reference, shard, batch, precision };
         foreach (var o in dit.All.Concat(ae.All).Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -32,7 +33,8 @@ internal static class SampleEvalCommand
             string mode = p.GetValue(labels)!.ToLowerInvariant();
             if (mode is not ("random" or "balanced")) throw new SvgdException($"--labels must be random or balanced, not '{mode}'");
             string outPath = p.GetValue(output)!, shardDir = outPath + ".shards";
-            Directory.CreateDirectory(shardDir);
+            var comm = cli.Comm;
+            if (cli.IsRoot) Directory.CreateDirectory(shardDir);
             using var model = dit.LoadModel(p);
             using var stats = dit.LoadStatistics(p, model.Config.InChannels);
             using var autoencoder = ae.LoadAny(p);
@@ -52,48 +54,71 @@ internal static class SampleEvalCommand
             string fingerprint = JsonSerializer.Serialize(settings);
             if (dtype != ScalarType.Float32) fingerprint = fingerprint[..^1] + $",\"precision\":\"{Runtime.Precision.Name(dtype)}\"}}";
             int shards = (total + shardSize - 1) / shardSize;
-            var done = Enumerable.Range(0, shards).Where(k => File.Exists(ShardPath(shardDir, k))).ToHashSet();
-            foreach (int k in done)
+            // Every process must sample with the same settings and weights: a mismatch would mix two evaluations.
+            Replicas.CheckSameSettings(comm, "sampling settings, model or feature network", string.Join("\n",
+                $"settings {fingerprint}", $"n {total}", $"model {Replicas.Checksum(model.state_dict())}", $"autoencoder {Replicas.Checksum(autoencoder.Module.state_dict())}",
+                $"latent statistics {(stats == null ? "none" : Replicas.Checksum(new[] { KeyValuePair.Create("mean", stats.Mean), KeyValuePair.Create("std", stats.Std) }))}"));
+            // Rank 0 owns the shard folder: it finds the finished shards and tells the others.
+            var done = new HashSet<int>();
+            if (cli.IsRoot)
             {
-                var meta = SafeTensors.ReadHeader(ShardPath(shardDir, k)).Metadata;
-                if (!meta.TryGetValue("svgd.fingerprint", out var f) || f != fingerprint)
-                    throw new SvgdException($"{ShardPath(shardDir, k)}: made with other settings; use another --out or delete {shardDir}");
+                done = Enumerable.Range(0, shards).Where(k => File.Exists(ShardPath(shardDir, k))).ToHashSet();
+                foreach (int k in done)
+                {
+                    var meta = SafeTensors.ReadHeader(ShardPath(shardDir, k)).Metadata;
+                    if (!meta.TryGetValue("svgd.fingerprint", out var f) || f != fingerprint)
+                        throw new SvgdException($"{ShardPath(shardDir, k)}: made with other settings; use another --out or delete {shardDir}");
+                }
             }
+            var doneBytes = comm.Broadcast(cli.IsRoot ? done.Order().SelectMany(BitConverter.GetBytes).ToArray() : null);
+            done = Enumerable.Range(0, doneBytes.Length / 4).Select(i => BitConverter.ToInt32(doneBytes, 4 * i)).ToHashSet();
             if (done.Count > 0) cli.Console.MarkupLine($"resuming: {done.Count} of {shards} shards already done");
             var sw = System.Diagnostics.Stopwatch.StartNew();
             long sampled = 0;
+            bool alone = comm.Size == 1;
+
+            // A shard's moments depend on its samples alone (noise and label from the sample index), so any process can compute it.
+            Dictionary<string, Tensor> Shard(int k, Action<long>? step)
+            {
+                int start = k * shardSize, count = Math.Min(shardSize, total - start);
+                using var moments = new FeatureMoments(net.Dim);
+                var probs = new List<Tensor>();
+                var kept = new List<Tensor>();
+                for (int s = start; s < start + count; s += bs)
+                {
+                    using var scope = torch.NewDisposeScope();
+                    int m = Math.Min(bs, start + count - s);
+                    var noise = torch.stack(Enumerable.Range(s, m).Select(i => generator.Noise(seed, i)).ToArray());
+                    var latents = generator.SampleLatents(noise, Enumerable.Range(s, m).Select(Label).ToList());
+                    var images01 = (generator.Decode(latents) + 1) / 2;
+                    var f = net.Features(images01);
+                    moments.Add(f);
+                    if (keepFeatures) kept.Add(f.MoveToOuterDisposeScope());
+                    if (net.Logits(f) is Tensor logits) probs.Add(nn.functional.softmax(logits.to(ScalarType.Float64), 1).to(ScalarType.Float32).MoveToOuterDisposeScope());
+                    step?.Invoke(m);
+                }
+                var tensors = new Dictionary<string, Tensor> { ["sum"] = moments.Sum.clone(), ["outer_sum"] = moments.OuterSum.clone(), ["count"] = torch.tensor(new[] { moments.Count }) };
+                if (probs.Count > 0) tensors["probs"] = torch.cat(probs, 0);
+                if (kept.Count > 0) tensors["features"] = torch.cat(kept, 0);
+                tensors["labels"] = torch.tensor(Enumerable.Range(start, count).Select(i => (long)Label(i)).ToArray());
+                foreach (var t in probs.Concat(kept)) t.Dispose();
+                return tensors;
+            }
+
             ProgressBars.Run(cli.Console, $"sample-eval ({net.Label})", total, step =>
             {
                 step(done.Sum(k => Math.Min(shardSize, total - k * shardSize)));
-                for (int k = 0; k < shards; k++)
+                var todo = Enumerable.Range(0, shards).Where(k => !done.Contains(k)).ToList();
+                // One process reports every batch; a job reports each shard as it reaches rank 0.
+                ShardedWork.Run(comm, todo, k => Shard(k, alone ? step : null), (k, tensors) =>
                 {
-                    if (done.Contains(k)) continue;
-                    int start = k * shardSize, count = Math.Min(shardSize, total - start);
-                    using var moments = new FeatureMoments(net.Dim);
-                    var probs = new List<Tensor>();
-                    var kept = new List<Tensor>();
-                    for (int s = start; s < start + count; s += bs)
-                    {
-                        using var scope = torch.NewDisposeScope();
-                        int m = Math.Min(bs, start + count - s);
-                        var noise = torch.stack(Enumerable.Range(s, m).Select(i => generator.Noise(seed, i)).ToArray());
-                        var latents = generator.SampleLatents(noise, Enumerable.Range(s, m).Select(Label).ToList());
-                        var images01 = (generator.Decode(latents) + 1) / 2;
-                        var f = net.Features(images01);
-                        moments.Add(f);
-                        if (keepFeatures) kept.Add(f.MoveToOuterDisposeScope());
-                        if (net.Logits(f) is Tensor logits) probs.Add(nn.functional.softmax(logits.to(ScalarType.Float64), 1).to(ScalarType.Float32).MoveToOuterDisposeScope());
-                        step(m);
-                        sampled += m;
-                    }
-                    var tensors = new Dictionary<string, Tensor> { ["sum"] = moments.Sum, ["outer_sum"] = moments.OuterSum, ["count"] = torch.tensor(new[] { moments.Count }) };
-                    if (probs.Count > 0) tensors["probs"] = torch.cat(probs, 0);
-                    if (kept.Count > 0) tensors["features"] = torch.cat(kept, 0);
-                    tensors["labels"] = torch.tensor(Enumerable.Range(start, count).Select(i => (long)Label(i)).ToArray());
                     SafeTensors.Save(ShardPath(shardDir, k), tensors, new Dictionary<string, string> { ["svgd.fingerprint"] = fingerprint });
-                    foreach (var t in probs.Concat(kept)) t.Dispose();
-                }
+                    long count = tensors["count"].item<long>();
+                    if (!alone) step(count);
+                    sampled += count;
+                });
             });
+            if (!cli.IsRoot) return 0;
             if (sampled > 0) cli.Console.MarkupLine($"{sampled} samples in {sw.Elapsed.TotalSeconds:F0} s ({sampled / sw.Elapsed.TotalSeconds:F2} samples/s)");
 
             using var all = new FeatureMoments(net.Dim);

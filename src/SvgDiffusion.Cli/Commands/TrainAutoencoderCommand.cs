@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Dinov3;
 using SvgDiffusion.Models.Losses;
@@ -22,7 +23,7 @@ internal static class TrainAutoencoderCommand
         var init = new Option<string?>("--init") { Description = "Start from an existing autoencoder (e.g. the released .ckpt): fine-tuning, fresh optimisers." };
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped (step, optimisers, discriminator, statistics)." };
         var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 1000 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per step.", DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per step; under mpiexec the global batch, each process computing its share.", DefaultValueFactory = _ => 8 };
         var lr = new Option<double>("--lr") { Description = "Adam learning rate (betas 0.5, 0.9 as the reference).", DefaultValueFactory = _ => 1e-4 };
         var discStart = new Option<int>("--disc-start") { Description = "Step from which the PatchGAN loss is on (reference: 5001).", DefaultValueFactory = _ => 5001 };
         var discWeight = new Option<double>("--disc-weight") { Description = "Factor on the adaptive generator weight (reference: 0.5).", DefaultValueFactory = _ => 0.5 };
@@ -31,7 +32,7 @@ internal static class TrainAutoencoderCommand
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
-        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (the frozen encoder stays frozen), or a VAE baseline, with L1 + LPIPS + PatchGAN (+ KL for a VAE).")
+        var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (the frozen encoder stays frozen), or a VAE baseline, with L1 + LPIPS + PatchGAN (+ KL for a VAE); data-parallel under mpiexec.")
         { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, klWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -40,7 +41,7 @@ internal static class TrainAutoencoderCommand
             using var cancel = new CtrlC();
             var data = new ImageFolder(p.GetValue(images)!);
             string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             Lpips? perceptual = p.GetValue(lpips) is string lin ? Lpips.Load(lin, p.GetValue(vgg)) : null;
             if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
@@ -84,6 +85,8 @@ internal static class TrainAutoencoderCommand
             }
 
             using var _ = trainer;
+            trainer.Distribute(cli.Comm);
+            if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));
             var tc = trainer.Config;
             console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
             if (trainer.Step >= tc.Steps)
@@ -92,14 +95,17 @@ internal static class TrainAutoencoderCommand
                 return 0;
             }
             int startStep = trainer.Step;
-            var log = new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step);
+            var log = cli.IsRoot ? new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step) : null;
+            bool stopped = false;
+            var sw = System.Diagnostics.Stopwatch.StartNew();
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
                     task.Value = trainer.Step;
-                    while (trainer.Step < tc.Steps && !cancel.Requested)
+                    // The processes of a job stop at the same step: a signal reaches them at different moments.
+                    while (trainer.Step < tc.Steps && !(stopped = ShardedWork.AnyRank(cli.Comm, cancel.Requested)))
                     {
                         var r = trainer.TrainStep();
                         task.Value = r.Step;
@@ -107,18 +113,19 @@ internal static class TrainAutoencoderCommand
                         if (perceptual != null) row["lpips"] = r.Perceptual;
                         if (trainer.Model is Models.Vae.KlAutoencoder) row["kl"] = r.Kl;
                         if (r.Step > tc.DiscStart) { row["g_loss"] = r.GeneratorLoss; row["d_loss"] = r.DiscriminatorLoss; }
-                        log.Add(r.Step, row);
-                        task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}";
-                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                        if (tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
+                        log?.Add(r.Step, row);
+                        task.Description = $"train l1 {r.L1:F4}{(perceptual != null ? $" lpips {r.Perceptual:F4}" : "")}{(r.Step > tc.DiscStart ? $" g {r.GeneratorLoss:F3} d {r.DiscriminatorLoss:F3}" : "")}{TrainCommand.AllreduceShare(trainer.Allreduce, sw.Elapsed)}";
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) Save(cli, trainer, last);
+                        if (cli.IsRoot && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, outDir);
                     }
                 });
-            trainer.Save(last);
-            log.Plot(Path.Combine(outDir, "loss.png"), "autoencoder training", new[] { "l1", "lpips", "g_loss", "d_loss" }, smooth: 25);
+            Save(cli, trainer, last);
+            log?.Plot(Path.Combine(outDir, "loss.png"), "autoencoder training", new[] { "l1", "lpips", "g_loss", "d_loss" }, smooth: 25);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the grid is not.
-            if (trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
-            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.ExitCode;
+            if (cli.IsRoot && trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
+            console.MarkupLine($"{TrainCommand.StopWords(cancel, stopped)} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(TrainCommand.AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            return TrainCommand.StopCode(cancel, stopped);
         }));
         return cmd;
     }
@@ -131,6 +138,13 @@ internal static class TrainAutoencoderCommand
         if (cf != null && File.Exists(cf) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cf)) is System.Text.Json.Nodes.JsonObject o && o.ContainsKey("ddconfig"))
             return Config.ConfigJson.Load<Models.Vae.VaeConfig>(cf).Validate(cf);
         return null;
+    }
+
+    /// <summary>Every process checks that the copies agree, then rank 0 writes the checkpoint.</summary>
+    static void Save(CliContext cli, AutoencoderTrainer trainer, string path)
+    {
+        trainer.VerifyReplicas();
+        if (cli.IsRoot) trainer.Save(path);
     }
 
     static SvgAutoencoderConfig? ResolveConfig(ParseResult p, Option<string?> preset, Option<string?> config)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Training;
 using TorchSharp;
@@ -19,7 +20,7 @@ internal static class TrainCommand
         var resume = new Option<string?>("--resume") { Description = "Continue a run from its last.safetensors exactly where it stopped." };
         var stats = new Option<string?>("--stats") { Description = "Latent statistics to normalise with (default: computed from the cache)." };
         var steps = new Option<int>("--steps") { Description = "Total optimisation steps (with --resume: the new total).", DefaultValueFactory = _ => 10000 };
-        var batch = new Option<int>("--batch-size") { Description = "Latents per step.", DefaultValueFactory = _ => 32 };
+        var batch = new Option<int>("--batch-size") { Description = "Latents per step; under mpiexec the global batch, each process computing its share.", DefaultValueFactory = _ => 32 };
         var lr = new Option<double>("--lr") { Description = "AdamW learning rate (betas 0.9/0.999, no weight decay, as the reference).", DefaultValueFactory = _ => 1e-4 };
         var ema = new Option<double>("--ema") { Description = "EMA decay of the weights used for sampling.", DefaultValueFactory = _ => 0.9999 };
         var clip = new Option<double>("--grad-clip") { Description = "Clip the gradient norm (0: off, the reference).", DefaultValueFactory = _ => 0 };
@@ -32,7 +33,7 @@ internal static class TrainCommand
         var ae = new AutoencoderOptions("autoencoder-");
         ae.Autoencoder.Required = false;
         ae.Autoencoder.Description = "Autoencoder (SVG or VAE) to decode the sample grids with (optional).";
-        var cmd = new Command("train", "Train an SVG diffusion transformer with rectified flow on cached latents (AdamW, EMA, label dropout); resumable.")
+        var cmd = new Command("train", "Train a diffusion transformer with rectified flow on cached latents (SVG or VAE) (AdamW, EMA, label dropout); resumable; data-parallel under mpiexec.")
         { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
@@ -43,7 +44,7 @@ internal static class TrainCommand
             if ((p.GetValue(latents) == null) == (p.GetValue(images) == null)) throw new SvgdException("give exactly one of --latents (a cache) or --images (online encoding)");
             using var source = p.GetValue(latents) is string lp ? new DataSource(LatentCache.Open(lp)) : DataSource.Online(p, ae, images, stats);
             string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(Path.Combine(outDir, "samples"));
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             DiTTrainer trainer;
             DiT? owned = null;
@@ -72,7 +73,10 @@ internal static class TrainCommand
             }
             using var _t = trainer;
             using var _o = owned;
-            var decoder = source.Autoencoder ?? (p.GetValue(ae.Autoencoder) != null ? ae.LoadAny(p) : null);
+            trainer.Distribute(cli.Comm);
+            if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(WorldSizeChange(saved, cli.Comm.Size));
+            // Only rank 0 writes sample grids.
+            var decoder = source.Autoencoder ?? (cli.IsRoot && p.GetValue(ae.Autoencoder) != null ? ae.LoadAny(p) : null);
             using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
@@ -84,7 +88,8 @@ internal static class TrainCommand
             }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
-            var log = new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step);
+            var log = cli.IsRoot ? new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step) : null;
+            bool stopped = false;
             console.Progress().AutoClear(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
@@ -92,27 +97,53 @@ internal static class TrainCommand
                     var task = ctx.AddTask("train", maxValue: Math.Max(1, tc.Steps));
                     task.Value = trainer.Step;
                     double smooth = double.NaN;
-                    while (trainer.Step < tc.Steps && !cancel.Requested)
+                    // The processes of a job stop at the same step: a signal reaches them at different moments.
+                    while (trainer.Step < tc.Steps && !(stopped = ShardedWork.AnyRank(cli.Comm, cancel.Requested)))
                     {
                         var r = trainer.TrainStep();
                         smooth = double.IsNaN(smooth) ? r.Loss : 0.98 * smooth + 0.02 * r.Loss;
                         double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                         task.Value = r.Step;
-                        task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s)";
-                        log.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
-                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) trainer.Save(last);
-                        if (decoder != null && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+                        task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s{AllreduceShare(trainer.Allreduce, sw.Elapsed)})";
+                        log?.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
+                        if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) Save(cli, trainer, last);
+                        if (decoder != null && cli.IsRoot && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
                     }
                 });
-            trainer.Save(last);
-            log.Plot(Path.Combine(outDir, "loss.png"), "diffusion training", new[] { "loss" }, smooth: 50);
+            Save(cli, trainer, last);
+            log?.Plot(Path.Combine(outDir, "loss.png"), "diffusion training", new[] { "loss" }, smooth: 50);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the preview grid is not.
-            if (decoder != null && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
-            console.MarkupLine($"{(cancel.Requested ? $"stopped by {cancel.Signal}" : "finished")} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
-            return cancel.ExitCode;
+            if (decoder != null && cli.IsRoot && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
+            console.MarkupLine($"{StopWords(cancel, stopped)} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
+            if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            return StopCode(cancel, stopped);
         }));
         return cmd;
     }
+
+    /// <summary>Every process checks that the copies agree, then rank 0 writes the checkpoint.</summary>
+    static void Save(CliContext cli, DiTTrainer trainer, string path)
+    {
+        trainer.VerifyReplicas();
+        if (cli.IsRoot) trainer.Save(path);
+    }
+
+    internal static string WorldSizeChange(int saved, int now) =>
+        $"the run was trained by {saved} process{(saved == 1 ? "" : "es")} and continues with {now}: the global batch and every random draw stay the same, " +
+        "but gradients are summed in another order, so it continues within float32 rounding of the original, not bit for bit";
+
+    internal static string StopWords(CtrlC cancel, bool stopped) =>
+        cancel.Requested ? $"stopped by {cancel.Signal}" : stopped ? "stopped by a signal to another process" : "finished";
+
+    internal static int StopCode(CtrlC cancel, bool stopped) => cancel.Requested ? cancel.ExitCode : stopped ? 143 : 0;
+
+    /// <summary>", allreduce N%" of the wall time so far, for the progress line of a data-parallel run.</summary>
+    internal static string AllreduceShare(GradientBuckets? g, TimeSpan elapsed) =>
+        g == null ? "" : $", allreduce {100 * g.Elapsed.TotalSeconds / Math.Max(1e-9, elapsed.TotalSeconds):F0}%";
+
+    internal static string AllreduceSummary(GradientBuckets g, int steps, TimeSpan elapsed) =>
+        $"gradient allreduce: {g.Bytes / 1048576.0:F1} MiB per step in {g.BucketCount} bucket{(g.BucketCount == 1 ? "" : "s")}, " +
+        $"{1000 * g.Elapsed.TotalSeconds / steps:F1} ms per step of {1000 * elapsed.TotalSeconds / steps:F1} ms ({100 * g.Elapsed.TotalSeconds / Math.Max(1e-9, elapsed.TotalSeconds):F1}%)";
 
     /// <summary>One row per class (up to 10), 8 EMA samples each, decoded.</summary>
     static void WriteGrid(DiTTrainer trainer, Models.Autoencoder.ILatentAutoencoder decoder, int numClasses, string outDir, int steps, double cfg)

@@ -56,12 +56,24 @@ public sealed class ImageFolder
     /// A training batch in [-1, 1]: shorter side resized to <paramref name="size"/>, a random
     /// size x size crop and a random horizontal flip, drawn from <paramref name="generator"/>.
     /// </summary>
-    public Tensor TrainingBatch(IReadOnlyList<int> indices, int size, Generator generator)
+    public Tensor TrainingBatch(IReadOnlyList<int> indices, int size, Generator generator) =>
+        TrainingBatch(indices, size, _ => generator);
+
+    /// <summary>Like the above, image k's crop and flip drawn from <paramref name="random"/>'s k-th stream (see <see cref="Distributed.SampleRandom"/>).</summary>
+    public Tensor TrainingBatch(IReadOnlyList<int> indices, int size, Distributed.SampleRandom random)
+    {
+        if (indices.Count != random.Count) throw new InvalidOperationException($"{indices.Count} images but {random.Count} sample streams");
+        return TrainingBatch(indices, size, k => random[k]);
+    }
+
+    Tensor TrainingBatch(IReadOnlyList<int> indices, int size, Func<int, Generator> generatorOf)
     {
         using var scope = torch.NewDisposeScope();
         var items = new List<Tensor>();
-        foreach (int i in indices)
+        for (int k = 0; k < indices.Count; k++)
         {
+            int i = indices[k];
+            var generator = generatorOf(k);
             var x = ResizeShorter(Rgb(i), size);
             long h = x.shape[1], w = x.shape[2];
             long top = h > size ? torch.randint(0, h - size + 1, new long[] { 1 }, generator: generator).item<long>() : 0;

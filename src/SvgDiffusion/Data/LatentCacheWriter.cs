@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -113,31 +114,60 @@ public sealed class LatentCacheWriter
 
     /// <summary>Encodes the shards not yet complete, writes <c>index.json</c> and opens the cache.</summary>
     /// <param name="progress">(latents done, total), after every encoder pass and every shard kept.</param>
-    public LatentCache Write(Action<long, long>? progress = null, CancellationToken cancel = default)
+    public LatentCache Write(Action<long, long>? progress = null, CancellationToken cancel = default) =>
+        Write(SingleProcess.Instance, progress, cancel)!;
+
+    /// <summary>
+    /// <see cref="Write(Action{long, long}?, CancellationToken)"/> over the processes of <paramref name="comm"/>:
+    /// each encodes its share of the missing shards and rank 0 writes every file, so the cache is the
+    /// one a single process writes. Every process must call it; rank 0 gets the cache, the others null.
+    /// </summary>
+    /// <param name="progress">On rank 0: (latents done, total), after every shard (in one process: every encoder pass).</param>
+    public LatentCache? Write(ICommunicator comm, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
-        PrepareDirectory();
+        Replicas.CheckSameSettings(comm, "image folder, cache options or autoencoder weights", $"cache fingerprint {Fingerprint}");
         ShardsWritten = ShardsSkipped = 0;
         _model.Module.eval();
         long done = 0;
         var infos = new List<LatentCacheShardInfo>();
         for (int s = 0; s < ShardCount; s++)
         {
-            cancel.ThrowIfCancellationRequested();
             int firstImage = s * Options.ImagesPerShard;
             int images = Math.Min(Options.ImagesPerShard, _images.Count - firstImage);
-            var info = new LatentCacheShardInfo { File = ShardFile(s), First = firstImage * LatentsPerImage, Count = images * LatentsPerImage };
-            infos.Add(info);
-            string path = Path.Combine(Directory, info.File);
-            if (IsComplete(path, s, info))
-            {
-                ShardsSkipped++;
-                done += info.Count;
-                progress?.Invoke(done, Total);
-                continue;
-            }
-            EncodeShard(path, s, firstImage, images, info, ref done, progress, cancel);
-            ShardsWritten++;
+            infos.Add(new LatentCacheShardInfo { File = ShardFile(s), First = firstImage * LatentsPerImage, Count = images * LatentsPerImage });
         }
+        // Rank 0 owns the folder: it decides what is missing and tells the others.
+        var missing = new List<int>();
+        if (comm.IsRoot)
+        {
+            PrepareDirectory();
+            for (int s = 0; s < ShardCount; s++)
+            {
+                if (!IsComplete(Path.Combine(Directory, infos[s].File), s, infos[s])) { missing.Add(s); continue; }
+                ShardsSkipped++;
+                done += infos[s].Count;
+                progress?.Invoke(done, Total);
+            }
+        }
+        var list = comm.Broadcast(comm.IsRoot ? missing.SelectMany(BitConverter.GetBytes).ToArray() : null);
+        missing = Enumerable.Range(0, list.Length / 4).Select(i => BitConverter.ToInt32(list, 4 * i)).ToList();
+        bool alone = comm.Size == 1;
+        ShardedWork.Run(comm, missing,
+            s =>
+            {
+                int firstImage = s * Options.ImagesPerShard;
+                // One process reports and stops per encoder pass; a job only between rounds, all processes together.
+                return EncodeShard(firstImage, Math.Min(Options.ImagesPerShard, _images.Count - firstImage),
+                    alone ? n => progress?.Invoke(done += n, Total) : null, alone ? cancel : CancellationToken.None);
+            },
+            (s, latents) =>
+            {
+                WriteShard(Path.Combine(Directory, infos[s].File), s, infos[s], latents["latents"], latents["labels"]);
+                ShardsWritten++;
+                if (!alone) progress?.Invoke(done += infos[s].Count, Total);
+            },
+            alone ? null : () => cancel.IsCancellationRequested);
+        if (!comm.IsRoot) return null;
         var index = new LatentCacheIndex
         {
             Count = Total, LatentShape = _latentShape, Dtype = DtypeName, ClassNames = _images.ClassNames.ToArray(), Flip = Options.Flip,
@@ -205,7 +235,8 @@ public sealed class LatentCacheWriter
         }
     }
 
-    void EncodeShard(string path, int shard, int firstImage, int images, LatentCacheShardInfo info, ref long done, Action<long, long>? progress, CancellationToken cancel)
+    /// <summary>The latents and labels of one shard.</summary>
+    Dictionary<string, Tensor> EncodeShard(int firstImage, int images, Action<long>? encoded, CancellationToken cancel)
     {
         using var scope = torch.NewDisposeScope();
         var parts = new List<Tensor>();
@@ -230,12 +261,18 @@ public sealed class LatentCacheWriter
                 }
             }
             parts.Add((Options.BFloat16 ? z.to(ScalarType.BFloat16) : z.clone()).MoveToOuterDisposeScope());
-            done += idx.Count * LatentsPerImage;
-            progress?.Invoke(done, Total);
+            encoded?.Invoke(idx.Count * LatentsPerImage);
         }
         var latents = torch.cat(parts);
         var imageIdx = Enumerable.Range(firstImage, images).SelectMany(i => Enumerable.Repeat(i, LatentsPerImage)).ToList();
         var labels = torch.tensor(imageIdx.Select(i => (long)_images.Labels[i]).ToArray(), dtype: ScalarType.Int64);
+        return new Dictionary<string, Tensor> { ["latents"] = latents.MoveToOuterDisposeScope(), ["labels"] = labels.MoveToOuterDisposeScope() };
+    }
+
+    void WriteShard(string path, int shard, LatentCacheShardInfo info, Tensor latents, Tensor labels)
+    {
+        int firstImage = info.First / LatentsPerImage, images = info.Count / LatentsPerImage;
+        var imageIdx = Enumerable.Range(firstImage, images).SelectMany(i => Enumerable.Repeat(i, LatentsPerImage)).ToList();
         var flipped = imageIdx.Select((_, k) => Options.Flip && k % 2 == 1).ToList();
         var meta = new Dictionary<string, string>
         {

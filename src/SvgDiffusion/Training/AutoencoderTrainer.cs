@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Config;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Losses;
 using SvgDiffusion.Runtime;
@@ -20,11 +21,20 @@ public sealed record AutoencoderStepResult(int Step, double Loss, double L1, dou
 /// layer, as in taming-transformers and the reference; a VAE adds <c>kl_weight</c> x its KL term (LDM's recipe).
 /// <para>Every random draw of step s (batch order, crops, flips, masking, dropout) is derived from
 /// (seed, s), so a run resumed from a checkpoint continues bit-for-bit like one never stopped.</para>
+/// <para>Data parallel (<see cref="Distribute"/>): each process computes a contiguous shard of the global
+/// batch. Crops, flips, masking and dropout are drawn per sample from (seed, step, global sample index);
+/// every loss is the shard's share of its global-batch mean and gradients are summed over processes; the
+/// batch statistics (latent alignment, PatchGAN BatchNorm) are those of the global batch; and the adaptive
+/// GAN weight is the ratio of the norms of the global gradients at the decoder's last layer (the two local
+/// gradients are summed over processes before their norms are taken: a norm of sums, not a sum of norms).
+/// N processes so take the step one process takes with the same batch.</para>
 /// </summary>
 public sealed class AutoencoderTrainer : IDisposable
 {
     public const string KindValue = "svg_autoencoder_training";
-    const string TrainingConfigKey = "svgd.autoencoder_training_config", StepKey = "svgd.step", KindKey = "svgd.kind";
+    const string TrainingConfigKey = "svgd.autoencoder_training_config", StepKey = "svgd.step", KindKey = "svgd.kind", WorldSizeKey = "svgd.world_size";
+    // Streams of the per-sample draws of a step.
+    const int DataStream = 0, MaskStream = 1, DropoutStream = 2;
     const string DiscPrefix = "loss.discriminator.";
 
     public ILatentAutoencoder Model { get; }
@@ -34,6 +44,15 @@ public sealed class AutoencoderTrainer : IDisposable
     public ImageFolder Data { get; }
     public int Step { get; private set; }
     public int ImageSize => Model.ImageSize;
+    /// <summary>The processes training together (1 until <see cref="Distribute"/>).</summary>
+    public ICommunicator Comm => _comm;
+    /// <summary>How many processes trained the run this trainer resumed (1 for checkpoints that do not say); null for a new run.</summary>
+    public int? ResumedWorldSize { get; private set; }
+    /// <summary>The autoencoder's gradient allreduce of a data-parallel run (null in one process).</summary>
+    public GradientBuckets? Allreduce => _aeBuckets;
+
+    ICommunicator _comm = SingleProcess.Instance;
+    GradientBuckets? _aeBuckets, _discBuckets;
 
     readonly Adam _optAe, _optDisc;
     readonly List<Parameter> _trainable;
@@ -77,53 +96,106 @@ public sealed class AutoencoderTrainer : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// Makes this trainer one of <paramref name="comm"/>'s processes: checks that every process has the same
+    /// configuration, images and step (a mismatch fails on all of them), then gives every process rank 0's
+    /// weights, discriminator and optimiser states and verifies them by checksum. Every process must call it.
+    /// </summary>
+    public void Distribute(ICommunicator comm)
+    {
+        if (_aeBuckets != null) throw new InvalidOperationException("the trainer is already distributed");
+        _comm = comm;
+        if (comm.Size == 1) return;
+        if (Config.BatchSize < comm.Size)
+            throw new SvgdException($"batch size {Config.BatchSize} is smaller than the {comm.Size} processes: each needs at least one image per step") { Collective = true };
+        bool folder = Directory.Exists(Data.Root);
+        var files = Data.Files.Select((f, i) => $"{(folder ? Path.GetRelativePath(Data.Root, f).Replace('\\', '/') : Path.GetFileName(f))}:{Data.Labels[i]}");
+        string settings = string.Join("\n",
+            $"model {string.Join(" ", Model.ToFile().Metadata.Where(kv => kv.Key != "format").OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value))}",
+            $"training {ConfigJson.Serialize(Config)}",
+            $"step {Step}",
+            $"images {Data.Count} in classes {string.Join(",", Data.ClassNames)}",
+            $"image files {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n", files))))}",
+            $"lpips {(Perceptual == null ? "off" : Replicas.Checksum(Perceptual.state_dict()))}");
+        Replicas.CheckSameSettings(comm, "configuration, image folder or step", settings);
+        Replicas.Broadcast(comm, "autoencoder weights", Model.Module.state_dict().ToList());
+        Replicas.Broadcast(comm, "discriminator weights", Discriminator.state_dict().ToList());
+        Replicas.Broadcast(comm, "autoencoder optimizer state", _optAe);
+        Replicas.Broadcast(comm, "discriminator optimizer state", _optDisc);
+        var trainable = _trainable.ToHashSet();
+        _aeBuckets = new GradientBuckets(comm, Model.Module.named_parameters().Where(p => trainable.Contains(p.parameter)).Select(p => (p.name, p.parameter)));
+        _discBuckets = new GradientBuckets(comm, Discriminator.named_parameters().Select(p => (DiscPrefix + p.name, p.parameter)));
+    }
+
+    /// <summary>Fails on every process unless all hold the same weights (call on every process, e.g. before rank 0 saves).</summary>
+    public void VerifyReplicas()
+    {
+        if (_comm.Size == 1) return;
+        Replicas.Verify(_comm, "autoencoder weights", Model.Module.state_dict());
+        Replicas.Verify(_comm, "discriminator weights", Discriminator.state_dict());
+    }
+
+    // Computed from values summed over the processes: every process raises it at the same step.
+    SvgdException Stop(string what) => new(Finite.TrainingStop(Step + 1, what).Message) { Collective = true };
+
     public AutoencoderStepResult TrainStep()
     {
         using var scope = torch.NewDisposeScope();
         Model.Module.train();
         Discriminator.train();
-        using var dataGen = RunCheckpoint.StepGenerator(Config.Seed, Step, 0);
-        using var maskGen = RunCheckpoint.StepGenerator(Config.Seed, Step, 1);
-        torch.manual_seed(Config.Seed * 31 + Step);                     // dropout in the residual ViT
-        var images = Data.TrainingBatch(BatchIndices(Step), ImageSize, dataGen);
-        var encoding = Model.EncodeForTraining(images, maskGen);
+        int b = Config.BatchSize;
+        var (first, count) = GlobalBatch.Shard(b, _comm.Rank, _comm.Size);
+        double share = (double)count / b;
+        using var dataDraws = new SampleRandom(Config.Seed, Step, DataStream, first, count);
+        using var maskDraws = new SampleRandom(Config.Seed, Step, MaskStream, first, count);
+        using var dropDraws = new SampleRandom(Config.Seed, Step, DropoutStream, first, count);
+        using var batch = GlobalBatch.Enter(_comm, b, first, count, dropDraws);
+        var images = Data.TrainingBatch(BatchIndices(Step).Skip(first).Take(count).ToList(), ImageSize, dataDraws);
+        var encoding = Model.EncodeForTraining(images, maskDraws);
         var rec = Model.Decode(encoding.Latent);
 
-        var l1 = (images - rec).abs().mean();
-        Tensor perceptual = Perceptual != null ? Perceptual.Forward(images, rec).mean() : torch.zeros(Array.Empty<long>());
+        // Every term is this shard's share of its global-batch mean: summed over the processes, it is that mean.
+        var l1 = (images - rec).abs().mean() * share;
+        Tensor perceptual = Perceptual != null ? Perceptual.Forward(images, rec).mean() * share : torch.zeros(Array.Empty<long>());
         var nll = Perceptual != null ? l1 + Config.PerceptualWeight * perceptual : l1;
         // The KL term joins after the adaptive weight is taken, from the reconstruction terms alone (as LDM's LPIPSWithDiscriminator).
-        var kl = encoding.Kl ?? torch.zeros(Array.Empty<long>());
+        var kl = encoding.Kl is Tensor perSample ? perSample.mean() * share : torch.zeros(Array.Empty<long>());
         bool gan = Step >= Config.DiscStart;
         Tensor loss = nll + Config.KlWeight * kl, gLoss = torch.zeros(Array.Empty<long>());
         double weight = 0;
         if (gan)
         {
-            gLoss = -Discriminator.forward(rec).mean();
+            gLoss = -Discriminator.forward(rec).mean() * share;
             weight = AdaptiveWeight(nll, gLoss) * Config.DiscWeight;
             loss = loss + weight * gLoss;
         }
-        // Every loss is read before any optimiser moves, so a non-finite one stops the run with finite weights.
-        double l1Value = l1.item<float>(), perceptualValue = perceptual.item<float>(), gValue = gLoss.item<float>(), lossValue = loss.item<float>(), klValue = kl.item<float>();
-        if (!double.IsFinite(l1Value)) throw Finite.TrainingStop(Step + 1, $"the l1 loss ({l1Value})");
-        if (!double.IsFinite(perceptualValue)) throw Finite.TrainingStop(Step + 1, $"the lpips loss ({perceptualValue})");
-        if (!double.IsFinite(klValue)) throw Finite.TrainingStop(Step + 1, $"the KL term ({klValue})");
-        if (!double.IsFinite(gValue)) throw Finite.TrainingStop(Step + 1, $"the generator loss ({gValue})");
-        if (!double.IsFinite(weight) || !double.IsFinite(lossValue)) throw Finite.TrainingStop(Step + 1, $"the total loss ({lossValue}, adaptive weight {weight})");
+        // Every loss is read (summed over the processes) before any optimiser moves, so a non-finite one stops the run with finite weights.
+        var values = new double[] { l1.item<float>(), perceptual.item<float>(), gLoss.item<float>(), loss.item<float>(), kl.item<float>() };
+        _comm.AllreduceSum(values);
+        var (l1Value, perceptualValue, gValue, lossValue, klValue) = (values[0], values[1], values[2], values[3], values[4]);
+        if (!double.IsFinite(l1Value)) throw Stop($"the l1 loss ({l1Value})");
+        if (!double.IsFinite(perceptualValue)) throw Stop($"the lpips loss ({perceptualValue})");
+        if (!double.IsFinite(klValue)) throw Stop($"the KL term ({klValue})");
+        if (!double.IsFinite(gValue)) throw Stop($"the generator loss ({gValue})");
+        if (!double.IsFinite(weight) || !double.IsFinite(lossValue)) throw Stop($"the total loss ({lossValue}, adaptive weight {weight})");
         _optAe.zero_grad();
         loss.backward();
-        if (Finite.FirstBadGradient(Model.Module.named_parameters()) is string badAe) throw Finite.TrainingStop(Step + 1, $"the gradient of {badAe}");
+        _aeBuckets?.AllreduceSum();
+        if (Finite.FirstBadGradient(Model.Module.named_parameters()) is string badAe) throw Stop($"the gradient of {badAe}");
         _optAe.step();
 
         double dLoss = 0;
         if (gan)
         {
             _optDisc.zero_grad();
-            var d = PatchDiscriminator.HingeLoss(Discriminator.forward(images.detach()), Discriminator.forward(rec.detach()));
-            dLoss = d.item<float>();
-            if (!double.IsFinite(dLoss)) throw Finite.TrainingStop(Step + 1, $"the discriminator loss ({dLoss})");
+            var d = PatchDiscriminator.HingeLoss(Discriminator.forward(images.detach()), Discriminator.forward(rec.detach())) * share;
+            var dValues = new double[] { d.item<float>() };
+            _comm.AllreduceSum(dValues);
+            dLoss = dValues[0];
+            if (!double.IsFinite(dLoss)) throw Stop($"the discriminator loss ({dLoss})");
             d.backward();
-            if (Finite.FirstBadGradient(Discriminator.named_parameters()) is string badD) throw Finite.TrainingStop(Step + 1, $"the gradient of {DiscPrefix}{badD}");
+            _discBuckets?.AllreduceSum();
+            if (Finite.FirstBadGradient(Discriminator.named_parameters()) is string badD) throw Stop($"the gradient of {DiscPrefix}{badD}");
             _optDisc.step();
         }
         var result = new AutoencoderStepResult(Step + 1, lossValue, l1Value, perceptualValue, gValue, dLoss, weight, klValue);
@@ -131,12 +203,19 @@ public sealed class AutoencoderTrainer : IDisposable
         return result;
     }
 
-    /// <summary>||grad nll|| / (||grad gan|| + 1e-4) at the decoder's last layer, clamped to [0, 1e4].</summary>
+    /// <summary>||grad nll|| / (||grad gan|| + 1e-4) at the decoder's last layer, clamped to [0, 1e4]: gradients of
+    /// the global-batch losses, i.e. this process's shares summed over the processes before the norms.</summary>
     double AdaptiveWeight(Tensor nll, Tensor gLoss)
     {
         var last = Model.Decoder.LastLayerWeight;
         var gNll = torch.autograd.grad(new[] { nll }, new[] { (Tensor)last }, retain_graph: true)[0];
         var gGan = torch.autograd.grad(new[] { gLoss }, new[] { (Tensor)last }, retain_graph: true)[0];
+        if (_comm.Size > 1)
+        {
+            var both = torch.stack(new[] { gNll, gGan }).contiguous();
+            _comm.AllreduceSum(both);
+            (gNll, gGan) = (both[0], both[1]);
+        }
         double w = gNll.norm().item<float>() / (gGan.norm().item<float>() + 1e-4);
         return Math.Clamp(w, 0.0, 1e4);
     }
@@ -167,6 +246,7 @@ public sealed class AutoencoderTrainer : IDisposable
         meta[KindKey] = KindValue;
         meta[TrainingConfigKey] = ConfigJson.Serialize(Config);
         meta[StepKey] = Step.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        meta[WorldSizeKey] = _comm.Size.ToString(System.Globalization.CultureInfo.InvariantCulture);
         SafeTensors.Save(path, tensors, meta);
     }
 
@@ -185,11 +265,14 @@ public sealed class AutoencoderTrainer : IDisposable
         RunCheckpoint.RestoreOptimizer(trainer._optAe, sd["optimizer.autoencoder"], path, "optimizer.autoencoder");
         RunCheckpoint.RestoreOptimizer(trainer._optDisc, sd["optimizer.discriminator"], path, "optimizer.discriminator");
         trainer.Step = RunCheckpoint.Step(header.Metadata, StepKey, path);
+        trainer.ResumedWorldSize = RunCheckpoint.WorldSize(header.Metadata, WorldSizeKey, path);
         return trainer;
     }
 
     public void Dispose()
     {
+        _aeBuckets?.Dispose();
+        _discBuckets?.Dispose();
         _optAe.Dispose();
         _optDisc.Dispose();
         Discriminator.Dispose();

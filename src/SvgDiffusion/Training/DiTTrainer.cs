@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Config;
 using SvgDiffusion.Data;
+using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Runtime;
@@ -25,12 +26,16 @@ public sealed record DiTTrainingInfo(int Step, DiTConfig Model, DiTTrainingConfi
 /// guidance, AdamW, and an EMA copy of the weights updated after every step (the weights to sample with).
 /// <para>Every random draw of step s (batch order, times, noise, dropped labels) is derived from
 /// (seed, s), so a run resumed from a checkpoint continues bit-for-bit like one never stopped.</para>
+/// <para>Data parallel (<see cref="Distribute"/>): each process computes a contiguous shard of the global
+/// batch. Times, noise and dropped labels are drawn per sample from (seed, step, global sample index)
+/// (<see cref="SampleRandom"/>), the loss is the shard's share of the global-batch mean, and gradients are
+/// summed over the processes, so N processes take the step one process takes with the same batch.</para>
 /// </summary>
 public sealed class DiTTrainer : IDisposable
 {
     public const string KindValue = "svg_dit_training";
     const string KindKey = "svgd.kind", TrainingConfigKey = "svgd.dit_training_config", StepKey = "svgd.step";
-    const string ClassNamesKey = "svgd.class_names", LatentShapeKey = "svgd.latent_shape";
+    const string ClassNamesKey = "svgd.class_names", LatentShapeKey = "svgd.latent_shape", WorldSizeKey = "svgd.world_size";
     const string ModelPrefix = "model.", EmaPrefix = "ema.", OptimizerKey = "optimizer.dit";
     public const string StatsMeanKey = "stats.mean", StatsStdKey = "stats.std";
 
@@ -48,7 +53,15 @@ public sealed class DiTTrainer : IDisposable
     public int DatasetSize { get; }
     public IReadOnlyList<string>? ClassNames { get; }
     public int Step { get; private set; }
+    /// <summary>The processes training together (1 until <see cref="Distribute"/>).</summary>
+    public ICommunicator Comm => _comm;
+    /// <summary>How many processes trained the run this trainer resumed (1 for checkpoints that do not say); null for a new run.</summary>
+    public int? ResumedWorldSize { get; private set; }
+    /// <summary>The gradient allreduce of a data-parallel run (null in one process): its bytes per step and time so far.</summary>
+    public GradientBuckets? Allreduce => _buckets;
 
+    ICommunicator _comm = SingleProcess.Instance;
+    GradientBuckets? _buckets;
     readonly Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> _batches;
     readonly RectifiedFlow _flow;
     readonly OptimizerHelper _opt;
@@ -140,26 +153,73 @@ public sealed class DiTTrainer : IDisposable
         return (x1, labels.to(ScalarType.Int64, device));
     }
 
+    /// <summary>
+    /// Makes this trainer one of <paramref name="comm"/>'s processes: checks that every process has the same
+    /// configuration, data and step (a mismatch fails on all of them), then gives every process rank 0's
+    /// weights, EMA and optimiser state and verifies them by checksum. Every process must call it.
+    /// </summary>
+    public void Distribute(ICommunicator comm)
+    {
+        if (_buckets != null) throw new InvalidOperationException("the trainer is already distributed");
+        _comm = comm;
+        if (comm.Size == 1) return;
+        if (Config.BatchSize < comm.Size)
+            throw new SvgdException($"batch size {Config.BatchSize} is smaller than the {comm.Size} processes: each needs at least one sample per step") { Collective = true };
+        string settings = string.Join("\n",
+            $"model {ConfigJson.Serialize(Model.Config)}",
+            $"training {ConfigJson.Serialize(Config)}",
+            $"step {Step}",
+            $"dataset {DatasetSize} latents{(Cache != null ? $", cache fingerprint {Cache.Index.Fingerprint}" : "")}",
+            $"classes {string.Join(",", ClassNames ?? Array.Empty<string>())}",
+            $"latent statistics {Replicas.Checksum(new[] { KeyValuePair.Create("mean", Statistics.Mean), KeyValuePair.Create("std", Statistics.Std) })}");
+        Replicas.CheckSameSettings(comm, "configuration, dataset or step", settings);
+        Replicas.Broadcast(comm, "model weights", Model.state_dict().ToList());
+        Replicas.Broadcast(comm, "EMA weights", Ema.state_dict().ToList());
+        Replicas.Broadcast(comm, "optimizer state", _opt);
+        _buckets = new GradientBuckets(comm, Model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)));
+    }
+
+    /// <summary>Fails on every process unless all hold the same weights (call on every process, e.g. before rank 0 saves).</summary>
+    public void VerifyReplicas()
+    {
+        if (_comm.Size == 1) return;
+        Replicas.Verify(_comm, "model weights", Model.state_dict());
+        Replicas.Verify(_comm, "EMA weights", Ema.state_dict());
+    }
+
     public DiTStepResult TrainStep()
     {
         using var scope = torch.NewDisposeScope();
         Model.train();
-        var (x1, labels) = Fetch(BatchIndices(Step));
-        using var flowGen = RunCheckpoint.StepGenerator(Config.Seed, Step, FlowStream);
-        using var dropGen = RunCheckpoint.StepGenerator(Config.Seed, Step, DropoutStream);
-        using var loss = _flow.RandomLoss((x, t, y) => Model.Velocity(x, t, y, generator: dropGen), x1, labels, flowGen);
-        double lossValue = loss.Loss.item<float>();
-        if (!double.IsFinite(lossValue)) throw Finite.TrainingStop(Step + 1, $"the flow loss ({lossValue})");
+        int b = Config.BatchSize;
+        var (first, count) = GlobalBatch.Shard(b, _comm.Rank, _comm.Size);
+        var (x1, labels) = Fetch(BatchIndices(Step).Skip(first).Take(count).ToList());
+        using var flowDraws = new SampleRandom(Config.Seed, Step, FlowStream, first, count);
+        using var dropDraws = new SampleRandom(Config.Seed, Step, DropoutStream, first, count);
+        using var batch = GlobalBatch.Enter(_comm, b, first, count, dropDraws);
+        var t = flowDraws.Uniform().to(x1.dtype, x1.device);
+        var z0 = flowDraws.Normal(x1.shape[1..]).to(x1.dtype, x1.device);
+        using var flowLoss = _flow.Loss((x, tt, y) => Model.Velocity(x, tt, y), x1, z0, t, labels);
+        // This shard's share of the global-batch mean: summed over the processes it is that mean.
+        var loss = flowLoss.Mse.sum() / b;
+        var values = new[] { (double)loss.item<float>() };
+        _comm.AllreduceSum(values);
+        double lossValue = values[0];
+        if (!double.IsFinite(lossValue)) throw Collective(Finite.TrainingStop(Step + 1, $"the flow loss ({lossValue})"));
         _opt.zero_grad();
-        loss.Loss.backward();
+        loss.backward();
+        _buckets?.AllreduceSum();
         double gradNorm = ClipGradients();
         if (!double.IsFinite(gradNorm))
-            throw Finite.TrainingStop(Step + 1, $"the gradient of {Finite.FirstBadGradient(Model.named_parameters()) ?? "the flow loss"} (norm {gradNorm})");
+            throw Collective(Finite.TrainingStop(Step + 1, $"the gradient of {Finite.FirstBadGradient(Model.named_parameters()) ?? "the flow loss"} (norm {gradNorm})"));
         _opt.step();
         UpdateEma();
         Step++;
         return new DiTStepResult(Step, lossValue, gradNorm);
     }
+
+    // Computed from values summed over the processes: every process raises it at the same step.
+    static SvgdException Collective(SvgdException e) => new(e.Message) { Collective = true };
 
     /// <summary>Trains until <see cref="DiTTrainingConfig.Steps"/>, calling <paramref name="onStep"/> after each step.</summary>
     /// <returns>The loss of every step taken.</returns>
@@ -293,6 +353,7 @@ public sealed class DiTTrainer : IDisposable
             [DiTCheckpoint.ConfigMetadataKey] = ConfigJson.Serialize(Model.Config),
             [TrainingConfigKey] = ConfigJson.Serialize(Config),
             [StepKey] = Step.ToString(CultureInfo.InvariantCulture),
+            [WorldSizeKey] = _comm.Size.ToString(CultureInfo.InvariantCulture),
         };
         if (ClassNames != null) meta[ClassNamesKey] = new JsonArray(ClassNames.Select(n => (JsonNode)n).ToArray()).ToJsonString();
         if (Cache != null) meta[LatentShapeKey] = new JsonArray(Cache.LatentShape.Select(d => (JsonNode)d).ToArray()).ToJsonString();
@@ -374,10 +435,13 @@ public sealed class DiTTrainer : IDisposable
         if (!sd.TryGetValue(OptimizerKey, out var blob)) throw new SvgdException($"{path}: training checkpoint lacks '{OptimizerKey}'");
         RunCheckpoint.RestoreOptimizer(_opt, blob, path, OptimizerKey);
         Step = ReadInfo(path).Step;
+        var meta = SafeTensors.ReadHeader(path).Metadata;
+        ResumedWorldSize = RunCheckpoint.WorldSize(meta, WorldSizeKey, path);
     }
 
     public void Dispose()
     {
+        _buckets?.Dispose();
         _opt.Dispose();
         Ema.Dispose();
         Statistics.Dispose();

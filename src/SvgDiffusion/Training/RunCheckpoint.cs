@@ -27,6 +27,14 @@ public static class RunCheckpoint
             ? step : throw new SvgdException($"{path}: metadata '{key}' is '{v}', not a step number");
     }
 
+    /// <summary>The number of processes that trained a run (1 when the checkpoint predates data-parallel training).</summary>
+    public static int WorldSize(IReadOnlyDictionary<string, string> meta, string key, string path)
+    {
+        if (!meta.TryGetValue(key, out var v)) return 1;
+        return int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
+            ? n : throw new SvgdException($"{path}: metadata '{key}' is '{v}', not a number of processes");
+    }
+
     /// <summary>An optional JSON array of values in the metadata (class names, a shape); null when absent.</summary>
     public static List<T>? List<T>(IReadOnlyDictionary<string, string> meta, string key, string path)
     {

@@ -1,4 +1,5 @@
 using SvgDiffusion.Checkpoints;
+using SvgDiffusion.Distributed;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -63,6 +64,31 @@ public sealed class DistributionAlignment : nn.Module
         return (mean.MoveToOuterDisposeScope(), std.MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// <see cref="Statistics"/> over the whole global batch when a training step splits it over processes
+    /// (<see cref="GlobalBatch"/>): per-channel sums over all ranks, then the centred sums of squares, in
+    /// float64 — the two passes of a single-process mean and unbiased std.
+    /// </summary>
+    public static (Tensor Mean, Tensor Std) GlobalStatistics(Tensor features, ICommunicator comm)
+    {
+        if (comm.Size == 1) return Statistics(features);
+        if (features.dim() != 3) throw new SvgdException($"alignment statistics need [B, C, N] features, got {Checkpoint.Shape(features.shape)}");
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var dims = new long[] { 0, 2 };
+        var x = features.to(ScalarType.Float64);
+        var counts = new[] { (double)(features.shape[0] * features.shape[2]) };
+        comm.AllreduceSum(counts);
+        var sum = x.sum(dims).contiguous();
+        comm.AllreduceSum(sum);
+        var channelMean = sum / counts[0];
+        var squares = (x - channelMean.view(1, -1, 1)).square().sum(dims).contiguous();
+        comm.AllreduceSum(squares);
+        var channelStd = (squares / (counts[0] - 1)).sqrt();
+        var dtype = features.dtype;
+        return (channelMean.mean().to(dtype).MoveToOuterDisposeScope(), channelStd.mean().to(dtype).MoveToOuterDisposeScope());
+    }
+
     /// <param name="semantic">[B, D, N] DINO patch features.</param>
     /// <param name="residual">[B, R, N] residual features.</param>
     /// <returns>The residual features on the DINO scale, [B, R, N].</returns>
@@ -74,8 +100,10 @@ public sealed class DistributionAlignment : nn.Module
         // Training always sees batch statistics (what the reference trains with) and feeds the running ones.
         if (training || Mode == AlignmentMode.Batch)
         {
-            (sm, ss) = Statistics(semantic);
-            (rm, rs) = Statistics(residual);
+            // A training step split over processes normalises with the statistics of its whole batch.
+            var comm = training && GlobalBatch.Current is { IsSharded: true } batch ? batch.Comm : SingleProcess.Instance;
+            (sm, ss) = GlobalStatistics(semantic, comm);
+            (rm, rs) = GlobalStatistics(residual, comm);
             if (training) Update(sm, ss, rm, rs, Config.Momentum);
         }
         else

@@ -29,8 +29,9 @@ public interface ILatentAutoencoder : IDisposable
     /// <summary>Images (nominally in [-1, 1], not clamped) from latents.</summary>
     Tensor Decode(Tensor latent);
 
-    /// <summary>The encoding of a training step, its random draws (masking, posterior samples) from <paramref name="generator"/>.</summary>
-    TrainingEncoding EncodeForTraining(Tensor images, Generator generator);
+    /// <summary>The encoding of a training step; sample k's random draws (masking, posterior noise) come from the k-th
+    /// stream of <paramref name="draws"/>, so a data-parallel shard draws what one process would for the same samples.</summary>
+    TrainingEncoding EncodeForTraining(Tensor images, Distributed.SampleRandom draws);
     /// <summary>The parameters autoencoder training updates (never a frozen encoder's).</summary>
     IEnumerable<Parameter> TrainableParameters();
     /// <summary>Tensors and header entries that make a file from which <see cref="AutoencoderFile.Load"/> rebuilds this model.</summary>

@@ -58,7 +58,7 @@ public sealed class TransformerEncoder : Module<Tensor, Tensor>
 #pragma warning disable IDE0044 // registered by name
     Parameter pos_embedding;
 #pragma warning restore IDE0044
-    readonly Dropout dropout;
+    readonly SampleDropout dropout;
     // Keyed encoder_layer_N, the names torchvision gives its OrderedDict of blocks. A Sequential, not a
     // ModuleDict: TorchSharp 0.107's ModuleDict cannot be converted with .to(dtype).
     readonly Sequential layers;
@@ -67,7 +67,7 @@ public sealed class TransformerEncoder : Module<Tensor, Tensor>
     public TransformerEncoder(ResidualEncoderConfig cfg) : base("encoder")
     {
         pos_embedding = new Parameter(torch.randn(1, cfg.NumPatches + 1, cfg.Hidden) * 0.02);
-        dropout = Dropout(cfg.Dropout);
+        dropout = new SampleDropout(cfg.Dropout);
         layers = Sequential(Enumerable.Range(0, cfg.Layers)
             .Select(i => ($"encoder_layer_{i}", (Module<Tensor, Tensor>)new ResidualEncoderLayer($"encoder_layer_{i}", cfg))).ToArray());
         ln = LayerNorm(cfg.Hidden, cfg.LayerNormEps);

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using SvgDiffusion.Models.Common;
 
 namespace SvgDiffusion.Models.Autoencoder;
 
@@ -13,6 +14,7 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
 {
     readonly int _heads;
     readonly double _dropout;
+    readonly SampleDropout attention_dropout;
 #pragma warning disable IDE0044 // registered by name
     Parameter in_proj_weight;
     Parameter in_proj_bias;
@@ -23,6 +25,7 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
     {
         _heads = heads;
         _dropout = dropout;
+        attention_dropout = new SampleDropout(dropout);
         // Same scheme as nn.MultiheadAttention: Xavier-uniform packed projection, zero biases.
         var w = torch.empty(3L * dim, dim);
         nn.init.xavier_uniform_(w);
@@ -39,7 +42,16 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
         var qkv = functional.linear(x, in_proj_weight, in_proj_bias)
             .view(b, n, 3, _heads, d / _heads).permute(2, 0, 3, 1, 4);
-        var o = functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], p: training ? _dropout : 0.0);
+        Tensor o;
+        if (training && _dropout > 0)
+        {
+            // Spelled out so the attention weights' dropout draws per sample (SampleDropout); the fused
+            // kernel would draw from torch's global generator. Same maths as scaled_dot_product_attention.
+            var (q, k, v) = (qkv[0], qkv[1], qkv[2]);
+            var weights = functional.softmax(torch.matmul(q, k.transpose(-2, -1)) / Math.Sqrt(d / _heads), -1);
+            o = torch.matmul(attention_dropout.forward(weights), v);
+        }
+        else o = functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
         return out_proj.forward(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
     }
 }
@@ -49,7 +61,7 @@ public sealed class ResidualEncoderLayer : Module<Tensor, Tensor>
 {
     readonly LayerNorm ln_1, ln_2;
     readonly PackedSelfAttention self_attention;
-    readonly Dropout dropout;
+    readonly SampleDropout dropout;
     // Indices 0 and 3 carry weights, as in torchvision's MLPBlock (Linear, GELU, Dropout, Linear, Dropout).
     readonly Sequential mlp;
 
@@ -57,11 +69,11 @@ public sealed class ResidualEncoderLayer : Module<Tensor, Tensor>
     {
         ln_1 = LayerNorm(cfg.Hidden, cfg.LayerNormEps);
         self_attention = new PackedSelfAttention(cfg.Hidden, cfg.Heads, cfg.AttentionDropout);
-        dropout = Dropout(cfg.Dropout);
+        dropout = new SampleDropout(cfg.Dropout);
         ln_2 = LayerNorm(cfg.Hidden, cfg.LayerNormEps);
         mlp = Sequential(
-            Linear(cfg.Hidden, cfg.Mlp), GELU(), Dropout(cfg.Dropout),
-            Linear(cfg.Mlp, cfg.Hidden), Dropout(cfg.Dropout));
+            Linear(cfg.Hidden, cfg.Mlp), GELU(), new SampleDropout(cfg.Dropout),
+            Linear(cfg.Mlp, cfg.Hidden), new SampleDropout(cfg.Dropout));
         // torchvision's MLPBlock initialisation, so training from scratch starts where the reference does.
         using (torch.no_grad())
         {

@@ -11,7 +11,7 @@ public sealed class ResnetBlock : Module<Tensor, Tensor>
 {
     readonly GroupNorm norm1, norm2;
     readonly ConvLayer conv1, conv2;
-    readonly Dropout dropout;
+    readonly SampleDropout dropout;
     // A 1x1 projection only where the width changes, named as in LDM's checkpoints.
     readonly ConvLayer? nin_shortcut;
 
@@ -20,7 +20,7 @@ public sealed class ResnetBlock : Module<Tensor, Tensor>
         norm1 = Decoder.Normalize(inChannels);
         conv1 = new ConvLayer(inChannels, outChannels, 3, padding: 1);
         norm2 = Decoder.Normalize(outChannels);
-        this.dropout = Dropout(dropout);
+        this.dropout = new SampleDropout(dropout);
         conv2 = new ConvLayer(outChannels, outChannels, 3, padding: 1);
         if (inChannels != outChannels) nin_shortcut = new ConvLayer(inChannels, outChannels, 1);
         RegisterComponents();

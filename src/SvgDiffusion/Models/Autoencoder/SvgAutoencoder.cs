@@ -83,10 +83,10 @@ public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
         return Encode(x);
     }
 
-    public TrainingEncoding EncodeForTraining(Tensor images, Generator generator)
+    public TrainingEncoding EncodeForTraining(Tensor images, Distributed.SampleRandom draws)
     {
         using var x = ToEncoderInput(images);
-        return new TrainingEncoding(Encode(x, generator), null);
+        return new TrainingEncoding(Encode(x, draws), null);
     }
 
     /// <summary>The residual encoder, the mask token and the decoder: never the frozen encoder.</summary>
@@ -119,9 +119,22 @@ public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
         return e.Latent.alias();
     }
 
-    /// <summary>Like <see cref="Encode"/>, also returning the parts of the latent.</summary>
+    /// <summary>Like <see cref="Encode(Tensor, Generator?)"/>, sample k's residual masking drawn from <paramref name="masking"/>'s
+    /// k-th stream (see <see cref="Distributed.SampleRandom"/>) in training mode.</summary>
+    public Tensor Encode(Tensor images, Distributed.SampleRandom masking)
+    {
+        if (images.shape[0] != masking.Count) throw new InvalidOperationException($"{images.shape[0]} images but {masking.Count} sample streams");
+        using var e = EncodeDetailed(images, b => masking.Uniform().to(images.device));
+        return e.Latent.alias();
+    }
+
+    /// <summary>Like <see cref="Encode(Tensor, Generator?)"/>, also returning the parts of the latent.</summary>
     /// <param name="generator">Draws the residual masking in training mode; unused in eval.</param>
-    public SvgEncoding EncodeDetailed(Tensor images, Generator? generator = null)
+    public SvgEncoding EncodeDetailed(Tensor images, Generator? generator = null) =>
+        EncodeDetailed(images, b => torch.rand(b, generator: generator, device: images.device));
+
+    /// <param name="uniform">[B] uniform draws deciding which samples' residuals are masked (training mode only).</param>
+    SvgEncoding EncodeDetailed(Tensor images, Func<long, Tensor> uniform)
     {
         if (images.dim() != 4 || images.shape[1] != 3)
             throw new SvgdException($"encoder input must be [B, 3, H, W], got {Checkpoint.Shape(images.shape)}");
@@ -145,7 +158,7 @@ public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
         var residual = raw;
         if (training && Config.MaskRatio > 0)
         {
-            var flags = (torch.rand(b, generator: generator, device: images.device) < Config.MaskRatio)
+            var flags = (uniform(b) < Config.MaskRatio)
                 .to(residual.dtype).view(b, 1, 1);
             residual = residual * (1 - flags) + mask_token!.expand(b, -1, residual.shape[2]) * flags;
         }

@@ -3,6 +3,7 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 using SvgDiffusion.Models.Common;
+using SvgDiffusion.Distributed;
 
 namespace SvgDiffusion.Models.Losses;
 
@@ -49,7 +50,15 @@ public sealed class PatchDiscriminator : Module<Tensor, Tensor>
         }
     }
 
-    public override Tensor forward(Tensor x) => main.forward(x);
+    public override Tensor forward(Tensor x)
+    {
+        if (!training || GlobalBatch.Current is not { IsSharded: true } batch) return main.forward(x);
+        // A batch split over processes: BatchNorm sees the statistics of the whole batch, as in one process.
+        using var scope = torch.NewDisposeScope();
+        foreach (var m in main.children())
+            x = m is BatchNorm bn ? GlobalBatchNorm.Forward(bn, x, batch.Comm) : ((Module<Tensor, Tensor>)m).forward(x);
+        return x.MoveToOuterDisposeScope();
+    }
 
     /// <summary>Hinge loss of the discriminator: mean relu(1 - D(real)) and relu(1 + D(fake)), halved.</summary>
     public static Tensor HingeLoss(Tensor logitsReal, Tensor logitsFake)

@@ -34,6 +34,9 @@ public sealed class DiagonalGaussian : IDisposable
         return Mean + Std * eps;
     }
 
+    /// <summary>mean + std * <paramref name="eps"/> for given standard-normal noise of the posterior's shape.</summary>
+    public Tensor Sample(Tensor eps) => Mean + Std * eps;
+
     /// <summary>KL(q || N(0, I)) per sample, summed over channels and positions: 0.5 sum(mu^2 + var - 1 - logvar).</summary>
     public Tensor Kl()
     {

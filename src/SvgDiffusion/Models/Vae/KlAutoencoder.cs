@@ -67,10 +67,13 @@ public sealed class KlAutoencoder : nn.Module, ILatentAutoencoder
         return decoder.Forward(post_quant_conv.forward(latent)).MoveToOuterDisposeScope();
     }
 
-    public TrainingEncoding EncodeForTraining(Tensor images, Generator generator)
+    public TrainingEncoding EncodeForTraining(Tensor images, Distributed.SampleRandom draws)
     {
+        if (images.shape[0] != draws.Count) throw new InvalidOperationException($"{images.shape[0]} images but {draws.Count} sample streams");
         using var q = Posterior(images);
-        return new TrainingEncoding(q.Sample(generator), q.Kl().mean());
+        using var eps = draws.Normal(q.Mean.shape[1], q.Mean.shape[2], q.Mean.shape[3]).to(q.Mean.dtype, q.Mean.device);
+        // The KL is returned as a per-sample sum; the trainer takes the global-batch mean of it.
+        return new TrainingEncoding(q.Sample(eps), q.Kl());
     }
 
     public IEnumerable<Parameter> TrainableParameters() => parameters();
