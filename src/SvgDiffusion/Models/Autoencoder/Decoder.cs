@@ -114,11 +114,7 @@ public sealed class DecoderLevel : Module<Tensor, Tensor>
 
     public DecoderLevel(int inChannels, int outChannels, int blocks, bool withAttention, bool upsample, double dropout) : base("up")
     {
-        block = new ModuleList<ResnetBlock>(Enumerable.Range(0, blocks)
-            .Select(j => new ResnetBlock(j.ToString(), j == 0 ? inChannels : outChannels, outChannels, dropout)).ToArray());
-        attn = new ModuleList<SpatialSelfAttention>(withAttention
-            ? Enumerable.Range(0, blocks).Select(j => new SpatialSelfAttention(j.ToString(), outChannels)).ToArray()
-            : Array.Empty<SpatialSelfAttention>());
+        (block, attn) = Blocks(inChannels, outChannels, blocks, withAttention, dropout);
         if (upsample) this.upsample = new Upsample(outChannels);
         RegisterComponents();
     }
@@ -126,12 +122,28 @@ public sealed class DecoderLevel : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
+        x = RunBlocks(block, attn, x);
+        if (upsample != null) x = upsample.forward(x);
+        return x.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A level's residual blocks (the first changes the width) and, where the level has attention, one attention per block,
+    /// named by index as in LDM's checkpoints. The encoder's levels (<c>down[i]</c>) are built the same way.</summary>
+    internal static (ModuleList<ResnetBlock> Block, ModuleList<SpatialSelfAttention> Attn) Blocks(int inChannels, int outChannels, int blocks, bool withAttention, double dropout) =>
+        (new ModuleList<ResnetBlock>(Enumerable.Range(0, blocks)
+            .Select(j => new ResnetBlock(j.ToString(), j == 0 ? inChannels : outChannels, outChannels, dropout)).ToArray()),
+         new ModuleList<SpatialSelfAttention>(withAttention
+            ? Enumerable.Range(0, blocks).Select(j => new SpatialSelfAttention(j.ToString(), outChannels)).ToArray()
+            : Array.Empty<SpatialSelfAttention>()));
+
+    /// <summary>Each block, then its attention where the level has attention.</summary>
+    internal static Tensor RunBlocks(ModuleList<ResnetBlock> block, ModuleList<SpatialSelfAttention> attn, Tensor x)
+    {
         for (int j = 0; j < block.Count; j++)
         {
             x = block[j].forward(x);
             if (attn.Count > 0) x = attn[j].forward(x);
         }
-        if (upsample != null) x = upsample.forward(x);
-        return x.MoveToOuterDisposeScope();
+        return x;
     }
 }

@@ -69,11 +69,7 @@ public sealed class EncoderLevel : Module<Tensor, Tensor>
 
     public EncoderLevel(int inChannels, int outChannels, int blocks, bool withAttention, bool downsample, double dropout) : base("down")
     {
-        block = new ModuleList<ResnetBlock>(Enumerable.Range(0, blocks)
-            .Select(j => new ResnetBlock(j.ToString(), j == 0 ? inChannels : outChannels, outChannels, dropout)).ToArray());
-        attn = new ModuleList<SpatialSelfAttention>(withAttention
-            ? Enumerable.Range(0, blocks).Select(j => new SpatialSelfAttention(j.ToString(), outChannels)).ToArray()
-            : Array.Empty<SpatialSelfAttention>());
+        (block, attn) = DecoderLevel.Blocks(inChannels, outChannels, blocks, withAttention, dropout);
         if (downsample) this.downsample = new Downsample(blocks > 0 ? outChannels : inChannels);
         RegisterComponents();
     }
@@ -81,11 +77,7 @@ public sealed class EncoderLevel : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        for (int j = 0; j < block.Count; j++)
-        {
-            x = block[j].forward(x);
-            if (attn.Count > 0) x = attn[j].forward(x);
-        }
+        x = DecoderLevel.RunBlocks(block, attn, x);
         if (downsample != null) x = downsample.forward(x);
         return x.MoveToOuterDisposeScope();
     }
