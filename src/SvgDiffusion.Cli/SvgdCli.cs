@@ -32,6 +32,7 @@ public static class SvgdCli
         root.Subcommands.Add(TrainEvaluatorCommand.Create(cli));
         root.Subcommands.Add(FidCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
+        root.Subcommands.Add(StudyCommand.Create(cli));
         root.Subcommands.Add(ProbeCommand.Create(cli));
         root.Subcommands.Add(ExportCommand.Create(cli));
         root.Subcommands.Add(BenchCommand.Create(cli));

@@ -250,6 +250,15 @@ public sealed class AutoencoderTrainer : IDisposable
         SafeTensors.Save(path, tensors, meta);
     }
 
+    /// <summary>The step and training config a checkpoint written by <see cref="Save"/> records, read from its header alone.</summary>
+    public static (int Step, AutoencoderTrainingConfig Config) ReadProgress(string path)
+    {
+        var header = SafeTensors.ReadHeader(path);
+        if (!header.Metadata.TryGetValue(KindKey, out var kind) || kind != KindValue)
+            throw new SvgdException($"{path}: not an autoencoder training checkpoint (no '{KindKey}: {KindValue}' metadata)");
+        return (RunCheckpoint.Step(header.Metadata, StepKey, path), RunCheckpoint.Config<AutoencoderTrainingConfig>(header.Metadata, TrainingConfigKey, path));
+    }
+
     /// <summary>Continues a run saved by <see cref="Save"/>; <paramref name="steps"/> overrides the total step count.</summary>
     public static AutoencoderTrainer Resume(string path, ImageFolder data, Lpips? perceptual = null, int? steps = null)
     {
