@@ -118,6 +118,11 @@ public sealed class Study
         Directory.CreateDirectory(armDir);
         var ownerTimes = new StageTimes(Path.Combine(ownerDir, "times.json"));
         var armTimes = owner == arm ? ownerTimes : new StageTimes(Path.Combine(armDir, "times.json"));
+        // A work folder left by other settings is never continued: its checkpoints and scores would mix two studies.
+        string settingsPath = Path.Combine(armDir, "settings.json");
+        if (File.Exists(settingsPath) && File.ReadAllText(settingsPath) != fingerprint)
+            throw new SvgdException($"{settingsPath}: arm '{arm.Name}' was started with other study settings; delete {armDir} to start it again with these");
+        if (!File.Exists(settingsPath)) AtomicFile.Write(settingsPath, fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(fingerprint)));
 
         var (aePath, aeResult) = TrainAutoencoder(owner, ownerDir, ownerTimes, cancel);
         using var autoencoder = AutoencoderFile.Load(aePath);
@@ -238,10 +243,12 @@ public sealed class Study
     (StudyReconstruction, StudyProbeResult) Representation(StudyArm owner, string ownerDir, ILatentAutoencoder model, StageTimes times, CancellationToken cancel)
     {
         string path = Path.Combine(ownerDir, "representation.json");
+        // Shared by the arms that reuse this autoencoder, so checked against its own settings, not an arm's.
+        string settings = ConfigJson.Serialize(new { Config.TestImages, Config.ProbeTrainImages, Config.TrainImages, Config.Evaluation.ReconstructionImages, Config.Evaluation.BatchSize, Config.Probe, Config.Seed, Evaluator = Config.Evaluator ?? "bundled" });
         if (File.Exists(path))
         {
             var saved = ReadJson<RepresentationFile>(path);
-            return (saved.Reconstruction, saved.Probe);
+            if (saved.Settings == settings) return (saved.Reconstruction, saved.Probe);
         }
         cancel.ThrowIfCancellationRequested();
         var quality = Quality();
@@ -327,12 +334,12 @@ public sealed class Study
             TrainImages = probeTrain.Count, TestImages = idx.Count, FeatureDim = (int)trainX.shape[1],
             Top1 = r!.Validation.Top1, Top5 = r.Validation.Top5, Seconds = sw.Elapsed.TotalSeconds,
         };
-        WriteJson(path, new RepresentationFile(reconstruction, probe));
+        WriteJson(path, new RepresentationFile(settings, reconstruction, probe));
         _obs.Message($"{owner.Name}: PSNR {reconstruction.Psnr:F2} dB, SSIM {reconstruction.Ssim:F3}, rFD-evaluator {rfd:F2}; linear probe top-1 {probe.Top1:P1}");
         return (reconstruction, probe);
     }
 
-    sealed record RepresentationFile(StudyReconstruction Reconstruction, StudyProbeResult Probe);
+    sealed record RepresentationFile(string Settings, StudyReconstruction Reconstruction, StudyProbeResult Probe);
 
     // ---- latent cache ----
 
