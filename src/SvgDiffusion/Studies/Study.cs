@@ -206,22 +206,14 @@ public sealed class Study
                 times.Add("autoencoder", sw.Elapsed.TotalSeconds);
                 sw.Reset();
             }
-            _obs.Stage($"{owner.Name}: autoencoder", expected.Steps, advance =>
+            TrainSteps($"{owner.Name}: autoencoder", expected.Steps, () => trainer.Step, () =>
             {
-                advance(trainer.Step);
-                while (trainer.Step < expected.Steps)
-                {
-                    if (cancel.IsCancellationRequested) { Save(); cancel.ThrowIfCancellationRequested(); }
-                    sw.Start();
-                    var r = trainer.TrainStep();
-                    sw.Stop();
-                    var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["l1"] = r.L1 };
-                    if (trainer.Model is Models.Vae.KlAutoencoder) row["kl"] = r.Kl;
-                    log.Add(r.Step, row);
-                    if (r.Step % expected.CheckpointEvery == 0) Save();
-                    advance(1);
-                }
-            });
+                var r = trainer.TrainStep();
+                var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["l1"] = r.L1 };
+                if (trainer.Model is Models.Vae.KlAutoencoder) row["kl"] = r.Kl;
+                log.Add(r.Step, row);
+                return r.Step;
+            }, step => step % expected.CheckpointEvery == 0, _ => false, Save, sw, cancel);
             Save();
             log.Plot(Path.Combine(dir, "loss.png"), $"{owner.Name}: autoencoder training", new[] { "l1" }, smooth: 25);
             return (last, AutoencoderResult(trainer.Model, times));
@@ -418,22 +410,12 @@ public sealed class Study
         ScoreCheckpoint();
         while (trainer.Step < b.Steps)
         {
-            _obs.Stage($"{arm.Name}: DiT", b.Steps, advance =>
+            TrainSteps($"{arm.Name}: DiT", b.Steps, () => trainer.Step, () =>
             {
-                advance(trainer.Step);
-                while (trainer.Step < b.Steps)
-                {
-                    if (cancel.IsCancellationRequested) { Save(); cancel.ThrowIfCancellationRequested(); }
-                    sw.Start();
-                    var r = trainer.TrainStep();
-                    sw.Stop();
-                    log.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
-                    advance(1);
-                    bool score = checkpoints.Contains(r.Step);
-                    if (score || r.Step % b.CheckpointEvery == 0) Save();
-                    if (score) break;
-                }
-            });
+                var r = trainer.TrainStep();
+                log.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
+                return r.Step;
+            }, step => checkpoints.Contains(step) || step % b.CheckpointEvery == 0, checkpoints.Contains, Save, sw, cancel);
             ScoreCheckpoint();
         }
         log.Plot(Path.Combine(dir, "loss.png"), $"{arm.Name}: diffusion training", new[] { "loss" }, smooth: 50);
@@ -460,6 +442,29 @@ public sealed class Study
             FinalLoss = losses.Count == 0 ? double.NaN : losses.TakeLast(50).Average(),
         };
         return (result, curve.OrderBy(p => p.TrainingStep).ToList(), sweep);
+    }
+
+    /// <summary>
+    /// Training steps under one progress stage until <paramref name="total"/>, or until a step <paramref name="pause"/>
+    /// accepts (to score it outside the stage); only the steps are timed, and a cancellation saves before it stops.
+    /// </summary>
+    void TrainSteps(string description, int total, Func<int> current, Func<int> trainStep, Func<int, bool> saveAt, Func<int, bool> pause,
+        Action save, System.Diagnostics.Stopwatch sw, CancellationToken cancel)
+    {
+        _obs.Stage(description, total, advance =>
+        {
+            advance(current());
+            while (current() < total)
+            {
+                if (cancel.IsCancellationRequested) { save(); cancel.ThrowIfCancellationRequested(); }
+                sw.Start();
+                int step = trainStep();
+                sw.Stop();
+                advance(1);
+                if (saveAt(step)) save();
+                if (pause(step)) break;
+            }
+        });
     }
 
     /// <summary>One mean and one standard deviation for every channel, from per-channel statistics of equally many tokens.</summary>
