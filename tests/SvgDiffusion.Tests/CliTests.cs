@@ -40,7 +40,7 @@ public class CliTests
         string outFile = Path.Combine(Reference.TempDir(), "f.safetensors");
         var (code, stdout, stderr) = Run("features", "--encoder", Reference.File_("dinov3_mlp.hf.safetensors"),
             "--config", Reference.File_("dinov3_mlp.json"), "--tensor", Reference.File_("dinov3_mlp.io.safetensors"),
-            "--key", "image", "--out", outFile, "--layers", "2");
+            "--key", "image", "--out", outFile, "--layers", "2", "--precision", "fp32");
         Assert.True(code == 0, stderr + stdout);
         var f = SafeTensors.Load(outFile);
         var io = Reference.Io("dinov3_mlp");
@@ -148,7 +148,7 @@ public class CliTests
         var (code, stdout, stderr) = Run("sample", "--model", Reference.File_("svg_dit.pt"), "--dit-config", Reference.File_("svg_dit.json"),
             "--init-noise", Reference.File_("svg_dit.io.safetensors"), "--key", "sample.z", "--labels", "3,5",
             "--sampler", sampler, "--steps", steps.ToString(), "--cfg", cfg, "--guidance", mode, "--shift", shift,
-            "--no-stats", "--no-decode", "--latent-out", outFile);
+            "--no-stats", "--no-decode", "--latent-out", outFile, "--precision", "fp32");
         Assert.True(code == 0, stderr + stdout);
         var latent = SafeTensors.Load(outFile)["latent"];                 // [B, C, h, w]
         var tokens = latent.flatten(2).transpose(1, 2);

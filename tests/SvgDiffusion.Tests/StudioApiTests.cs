@@ -77,7 +77,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
 
         // So does svgd sample.
         string dir = Reference.TempDir();
-        var cli = Reference.RunCli("sample", "--classes", "sneaker,bag", "--n", "2", "--steps", "3", "--seed", "5", "--cfg", "2", "--guidance", "late", "--out-dir", dir);
+        var cli = Reference.RunCli("sample", "--classes", "sneaker,bag", "--n", "2", "--steps", "3", "--seed", "5", "--cfg", "2", "--guidance", "late", "--precision", "fp32", "--out-dir", dir);
         Assert.True(cli.Code == 0, cli.Err + cli.Out);
         var files = Directory.GetFiles(dir, "*.png").OrderBy(f => f, StringComparer.Ordinal).ToArray();
         Assert.Equal(4, files.Length);

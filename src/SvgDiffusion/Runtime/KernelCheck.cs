@@ -22,7 +22,7 @@ public sealed record KernelCheckResult(string Kernel, string Case, string Dtype,
 public static class KernelCheck
 {
     /// <summary>Bumped whenever the checks change, so cached verdicts of older checks are not reused.</summary>
-    public const int Version = 2;
+    public const int Version = 3;
 
     /// <summary>fp32 kernels are right to about 1e-6 here; the wrong conv of the numerics issue is off by 0.4-0.8.</summary>
     public const double Fp32Tolerance = 1e-4;
@@ -31,7 +31,10 @@ public static class KernelCheck
     public const double Bf16Tolerance = 3e-2;
 
     /// <summary>In-channel counts of the conv grid: first layers (1, 3, 8) and off the vector width (20, 136, 392, 520); the model shapes below cover counts on it (64).</summary>
-    public static readonly long[] ConvInChannels = { 1, 3, 8, 20, 136, 392, 520 };
+    public static readonly long[] ConvInChannels = { 1, 3, 8, 20, 48, 136, 392, 520 };
+
+    /// <summary>Output channel counts off 16 (the decoder's RGB conv_out, a 136-channel head), checked at 64 input channels.</summary>
+    public static readonly long[] ConvOutChannels = { 3, 136 };
 
     static readonly ScalarType[] Dtypes = { ScalarType.Float32, ScalarType.BFloat16 };
 
@@ -72,6 +75,9 @@ public static class KernelCheck
             results.AddRange(CheckConv(g, conv, dtypes, batch: 1, ic: 3, oc, size: 2 * size, k: 16, s: 16, pad: 0));
             results.AddRange(CheckConv(g, conv, dtypes, batch: 1, ic: 3, oc, size: 2 * size, k: 7, s: 2, pad: 3));
             results.AddRange(CheckConv(g, conv, dtypes, batch: 2, ic: 64, oc, size, k: 4, s: 2, pad: 1));
+            foreach (long outChannels in ConvOutChannels)
+                foreach (var (k, s) in new[] { (1L, 1L), (3L, 1L), (3L, 2L) })
+                    results.AddRange(CheckConv(g, conv, dtypes, batch: 2, ic: 64, outChannels, size, k, s, pad: k / 2));
         }
         if (includeNonConv)
         {
