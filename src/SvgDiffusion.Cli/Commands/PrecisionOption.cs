@@ -28,6 +28,18 @@ internal static class PrecisionOption
         return o;
     }
 
+    /// <summary>
+    /// <c>--precision</c> of the training commands. Default fp32: training's numbers (and its bit-exact
+    /// resume and data-parallel agreement) are fp32's unless mixed precision is asked for.
+    /// </summary>
+    public static Option<string> CreateForTraining(string bf16Scope) => new("--precision")
+    {
+        Description = "Training precision: fp32 (default), or bf16 mixed precision (" + bf16Scope + " in bf16; fp32 master weights, "
+            + "optimiser state, losses and norm statistics; checkpoints are fp32 either way, and a run may resume in the other), "
+            + "or auto (bf16 where the CPU has native bf16, AVX512-BF16 or AMX; else fp32).",
+        DefaultValueFactory = _ => "fp32",
+    };
+
     public static bool AllowsFp64(Option o) => WithFp64.TryGetValue(o, out _);
 
     public static ScalarType Parse(ParseResult p, Option<string> o) => Precision.Resolve(p.GetValue(o)!, AllowsFp64(o));

@@ -32,8 +32,12 @@ internal static class TrainAutoencoderCommand
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
+        var precision = PrecisionOption.CreateForTraining("every convolution: decoder, LPIPS, PatchGAN, conv patch embeddings");
+        var evalEvery = new Option<int>("--eval-every") { Description = "Every N steps, log eval_l1 to metrics.jsonl: the mean L1 reconstruction error (fp32, centre crops, no masking) of the first --eval-size images of --eval-images (or of the training images), comparable across steps and runs (0: never).", DefaultValueFactory = _ => 0 };
+        var evalImages = new Option<string?>("--eval-images") { Description = "Held-out image folder for --eval-every (default: the training images)." };
+        var evalSize = new Option<int>("--eval-size") { Description = "Images in each --eval-every evaluation.", DefaultValueFactory = _ => 256 };
         var cmd = new Command("train-autoencoder", "Train an SVG autoencoder's residual encoder and decoder (the frozen encoder stays frozen), or a VAE baseline, with L1 + LPIPS + PatchGAN (+ KL for a VAE); data-parallel under mpiexec.")
-        { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, klWeight, lpips, vgg, seed, ckptEvery, sampleEvery };
+        { images, output, encoder, preset, config, init, resume, steps, batch, lr, discStart, discWeight, klWeight, lpips, vgg, seed, ckptEvery, sampleEvery, precision, evalEvery, evalImages, evalSize };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
@@ -85,16 +89,20 @@ internal static class TrainAutoencoderCommand
             }
 
             using var _ = trainer;
+            trainer.ComputePrecision = PrecisionOption.Parse(p, precision);
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));
             var tc = trainer.Config;
-            console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}");
+            console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}, {(trainer.ComputePrecision == torch.ScalarType.BFloat16 ? "bf16 mixed precision" : "fp32")}");
             if (trainer.Step >= tc.Steps)
             {
                 console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");
                 return 0;
             }
             int startStep = trainer.Step;
+            var heldOut = p.GetValue(evalImages) is string ei ? new ImageFolder(ei) : null;
+            var evalIndices = Enumerable.Range(0, Math.Min(p.GetValue(evalSize), (heldOut ?? data).Count)).Select(i => (int)((long)i * (heldOut ?? data).Count / Math.Min(p.GetValue(evalSize), (heldOut ?? data).Count))).ToList();
+            int every = p.GetValue(evalEvery);
             var log = cli.IsRoot ? new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step) : null;
             bool stopped = false;
             var sw = System.Diagnostics.Stopwatch.StartNew();
@@ -109,7 +117,8 @@ internal static class TrainAutoencoderCommand
                     {
                         var r = trainer.TrainStep();
                         task.Value = r.Step;
-                        var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["l1"] = r.L1 };
+                        var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["l1"] = r.L1, ["seconds"] = sw.Elapsed.TotalSeconds };
+                        if (every > 0 && (r.Step % every == 0 || r.Step == tc.Steps) && cli.IsRoot) row["eval_l1"] = trainer.EvalL1(evalIndices, heldOut);
                         if (perceptual != null) row["lpips"] = r.Perceptual;
                         if (trainer.Model is Models.Vae.KlAutoencoder) row["kl"] = r.Kl;
                         if (r.Step > tc.DiscStart) { row["g_loss"] = r.GeneratorLoss; row["d_loss"] = r.DiscriminatorLoss; }
@@ -121,6 +130,7 @@ internal static class TrainAutoencoderCommand
                 });
             Save(cli, trainer, last);
             log?.Plot(Path.Combine(outDir, "loss.png"), "autoencoder training", new[] { "l1", "lpips", "g_loss", "d_loss" }, smooth: 25);
+            if (every > 0) log?.Plot(Path.Combine(outDir, "eval-l1.png"), "autoencoder training: eval L1", new[] { "eval_l1" });
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the grid is not.
             if (cli.IsRoot && trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
             console.MarkupLine($"{TrainCommand.StopWords(cancel, stopped)} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");

@@ -30,11 +30,15 @@ internal static class TrainCommand
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a sample grid every N steps (needs --autoencoder; 0: only at the end).", DefaultValueFactory = _ => 1000 };
         var sampleSteps = new Option<int>("--sample-steps") { Description = "Solver steps of the sample grids.", DefaultValueFactory = _ => 25 };
         var sampleCfg = new Option<double>("--sample-cfg") { Description = "Guidance of the sample grids.", DefaultValueFactory = _ => 1.5 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "Every N steps, log eval_loss to metrics.jsonl: the flow loss of the current (fp32) weights on fixed noise and times over --eval-size latents of --eval-latents (or of the training cache), comparable across steps and runs (0: never).", DefaultValueFactory = _ => 0 };
+        var evalLatents = new Option<string?>("--eval-latents") { Description = "Held-out latent cache for --eval-every (same latent shape; default: the training latents)." };
+        var evalSize = new Option<int>("--eval-size") { Description = "Latents in each --eval-every evaluation (the first N).", DefaultValueFactory = _ => 512 };
+        var precision = PrecisionOption.CreateForTraining("the transformer blocks' forward and backward");
         var ae = new AutoencoderOptions("autoencoder-");
         ae.Autoencoder.Required = false;
         ae.Autoencoder.Description = "Autoencoder (SVG or VAE) to decode the sample grids with (optional).";
         var cmd = new Command("train", "Train a diffusion transformer with rectified flow on cached latents (SVG or VAE) (AdamW, EMA, label dropout); resumable; data-parallel under mpiexec.")
-        { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg };
+        { latents, images, output, preset, config, resume, stats, steps, batch, lr, ema, clip, shift, seed, ckptEvery, sampleEvery, sampleSteps, sampleCfg, precision, evalEvery, evalLatents, evalSize };
         foreach (var o in ae.All) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
@@ -73,6 +77,7 @@ internal static class TrainCommand
             }
             using var _t = trainer;
             using var _o = owned;
+            trainer.ComputePrecision = PrecisionOption.Parse(p, precision);
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(WorldSizeChange(saved, cli.Comm.Size));
             // Only rank 0 writes sample grids.
@@ -80,7 +85,7 @@ internal static class TrainCommand
             using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
-            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}");
+            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}, {(trainer.ComputePrecision == torch.ScalarType.BFloat16 ? "bf16 mixed precision" : "fp32")}");
             if (trainer.Step >= tc.Steps)
             {
                 console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");
@@ -88,6 +93,11 @@ internal static class TrainCommand
             }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             int startStep = trainer.Step;
+            using var heldOut = p.GetValue(evalLatents) is string ep ? LatentCache.Open(ep) : null;
+            if (heldOut != null && !heldOut.LatentShape.SequenceEqual(new long[] { mc.InChannels, mc.InputSize, mc.InputSize }))
+                throw new SvgdException($"--eval-latents {p.GetValue(evalLatents)}: latents are {string.Join("x", heldOut.LatentShape)}, the DiT takes {mc.InChannels}x{mc.InputSize}x{mc.InputSize}");
+            var evalIndices = Enumerable.Range(0, Math.Min(p.GetValue(evalSize), heldOut?.Count ?? source.Count)).ToList();
+            int every = p.GetValue(evalEvery);
             var log = cli.IsRoot ? new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step) : null;
             bool stopped = false;
             console.Progress().AutoClear(false)
@@ -105,13 +115,16 @@ internal static class TrainCommand
                         double rate = (r.Step - startStep) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
                         task.Value = r.Step;
                         task.Description = $"train loss {smooth:F4} ({rate:F2} steps/s{AllreduceShare(trainer.Allreduce, sw.Elapsed)})";
-                        log?.Add(r.Step, new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm });
+                        var row = new Dictionary<string, double> { ["loss"] = r.Loss, ["grad_norm"] = r.GradNorm, ["seconds"] = sw.Elapsed.TotalSeconds };
+                        if (every > 0 && (r.Step % every == 0 || r.Step == tc.Steps) && cli.IsRoot) row["eval_loss"] = trainer.EvalLoss(evalIndices, seed: 1234, heldOut: heldOut);
+                        log?.Add(r.Step, row);
                         if (tc.CheckpointEvery > 0 && r.Step % tc.CheckpointEvery == 0) Save(cli, trainer, last);
                         if (decoder != null && cli.IsRoot && tc.SampleEvery > 0 && r.Step % tc.SampleEvery == 0) WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
                     }
                 });
             Save(cli, trainer, last);
             log?.Plot(Path.Combine(outDir, "loss.png"), "diffusion training", new[] { "loss" }, smooth: 50);
+            if (every > 0) log?.Plot(Path.Combine(outDir, "eval-loss.png"), "diffusion training: eval loss", new[] { "eval_loss" }, smooth: 1);
             // SIGTERM comes with a short grace period before SIGKILL: the checkpoint is written, the preview grid is not.
             if (decoder != null && cli.IsRoot && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
             console.MarkupLine($"{StopWords(cancel, stopped)} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");

@@ -54,6 +54,23 @@ public sealed class AutoencoderTrainer : IDisposable
     ICommunicator _comm = SingleProcess.Instance;
     GradientBuckets? _aeBuckets, _discBuckets;
 
+    /// <summary>
+    /// fp32, or bf16 mixed precision: every convolution of the step (decoder, LPIPS, PatchGAN, conv patch
+    /// embeddings) runs in bf16 under <see cref="Autocast"/> while weights, optimiser state, losses and
+    /// norm statistics stay fp32. Not part of the run's configuration: a run may resume in either.
+    /// </summary>
+    public ScalarType ComputePrecision
+    {
+        get => _autocast ?? ScalarType.Float32;
+        set => _autocast = value switch
+        {
+            ScalarType.Float32 => null,
+            ScalarType.BFloat16 => value,
+            _ => throw new SvgdException($"autoencoder training runs in fp32 or bf16, not {Runtime.Precision.Name(value)}"),
+        };
+    }
+    ScalarType? _autocast;
+
     readonly Adam _optAe, _optDisc;
     readonly List<Parameter> _trainable;
 
@@ -150,6 +167,7 @@ public sealed class AutoencoderTrainer : IDisposable
         using var maskDraws = new SampleRandom(Config.Seed, Step, MaskStream, first, count);
         using var dropDraws = new SampleRandom(Config.Seed, Step, DropoutStream, first, count);
         using var batch = GlobalBatch.Enter(_comm, b, first, count, dropDraws);
+        using var autocast = Autocast.Enter(_autocast);
         var images = Data.TrainingBatch(BatchIndices(Step).Skip(first).Take(count).ToList(), ImageSize, dataDraws);
         var encoding = Model.EncodeForTraining(images, maskDraws);
         var rec = Model.Decode(encoding.Latent);
@@ -218,6 +236,32 @@ public sealed class AutoencoderTrainer : IDisposable
         }
         double w = gNll.norm().item<float>() / (gGan.norm().item<float>() + 1e-4);
         return Math.Clamp(w, 0.0, 1e4);
+    }
+
+    /// <summary>
+    /// Mean L1 reconstruction error of centre-cropped images (no masking, no dropout, fp32 whatever
+    /// <see cref="ComputePrecision"/> trains in) of <paramref name="heldOut"/> or the training folder:
+    /// comparable across steps and runs, unlike the training loss.
+    /// </summary>
+    public double EvalL1(IReadOnlyList<int> indices, ImageFolder? heldOut = null)
+    {
+        var folder = heldOut ?? Data;
+        bool wasTraining = Model.Module.training;
+        Model.Module.eval();
+        try
+        {
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            double sum = 0;
+            for (int s = 0; s < indices.Count; s += Config.BatchSize)
+            {
+                var images = folder.CenterBatch(indices.Skip(s).Take(Config.BatchSize).ToList(), ImageSize);
+                var rec = Model.Decode(Model.EncodeImages(images));
+                sum += (images - rec).abs().mean(new long[] { 1, 2, 3 }).sum().item<float>();
+            }
+            return sum / indices.Count;
+        }
+        finally { Model.Module.train(wasTraining); }
     }
 
     /// <summary>Originals (top rows) over reconstructions (bottom rows), in [-1, 1], of images spread evenly over the folder (and so over its classes).</summary>

@@ -68,6 +68,30 @@ public sealed class DiTTrainer : IDisposable
     readonly List<Parameter> _trainable;
     readonly List<(Parameter Ema, Parameter Model)> _emaPairs;
     bool _ownsModel;
+    DiT? _compute;
+    MixedPrecision? _mixed;
+
+    /// <summary>
+    /// The precision forward and backward run in: fp32, or bf16 with fp32 master weights and optimiser
+    /// state (<see cref="MixedPrecision"/>). Not part of the run's configuration: a run may resume in
+    /// either, and checkpoints hold the fp32 weights whichever it is.
+    /// </summary>
+    public ScalarType ComputePrecision
+    {
+        get => _compute?.ComputePrecision ?? ScalarType.Float32;
+        set
+        {
+            if (value == ComputePrecision) return;
+            _compute?.Dispose();
+            _compute = null;
+            _mixed = null;
+            if (value == ScalarType.Float32) return;
+            if (value != ScalarType.BFloat16) throw new SvgdException($"DiT training runs in fp32 or bf16, not {Runtime.Precision.Name(value)}");
+            _compute = new DiT(Model.Config);
+            _compute.SetComputePrecision(ScalarType.BFloat16);
+            _mixed = new MixedPrecision(Model, _compute);
+        }
+    }
 
     /// <summary>Trains on a latent cache; <paramref name="statistics"/> default to the cache's own (computed here).</summary>
     public DiTTrainer(DiT model, LatentCache cache, DiTTrainingConfig config, LatentStatistics? statistics = null)
@@ -143,9 +167,9 @@ public sealed class DiTTrainer : IDisposable
     Device ModelDevice => _trainable.Count > 0 ? _trainable[0].device : torch.CPU;
 
     /// <summary>Normalised latents and labels of the given dataset indices, on the model's device.</summary>
-    (Tensor X1, Tensor Labels) Fetch(IReadOnlyList<int> indices)
+    (Tensor X1, Tensor Labels) Fetch(IReadOnlyList<int> indices, LatentCache? from = null)
     {
-        var (latents, labels) = _batches(indices);
+        var (latents, labels) = from != null ? from.Batch(indices) : _batches(indices);
         if (latents.dim() != 4 || latents.shape[0] != indices.Count || labels.dim() != 1 || labels.shape[0] != indices.Count)
             throw new SvgdException($"a training batch of {indices.Count} must be latents [B, C, h, w] and labels [B], got {Checkpoint.Shape(latents.shape)} and {Checkpoint.Shape(labels.shape)}");
         var device = ModelDevice;
@@ -199,7 +223,14 @@ public sealed class DiTTrainer : IDisposable
         using var batch = GlobalBatch.Enter(_comm, b, first, count, dropDraws);
         var t = flowDraws.Uniform().to(x1.dtype, x1.device);
         var z0 = flowDraws.Normal(x1.shape[1..]).to(x1.dtype, x1.device);
-        using var flowLoss = _flow.Loss((x, tt, y) => Model.Velocity(x, tt, y), x1, z0, t, labels);
+        var net = Model;
+        if (_compute != null)
+        {
+            _compute.train();
+            _mixed!.PullWeights();
+            net = _compute;
+        }
+        using var flowLoss = _flow.Loss((x, tt, y) => net.Velocity(x, tt, y), x1, z0, t, labels);
         // This shard's share of the global-batch mean: summed over the processes it is that mean.
         var loss = flowLoss.Mse.sum() / b;
         var values = new[] { (double)loss.item<float>() };
@@ -208,6 +239,7 @@ public sealed class DiTTrainer : IDisposable
         if (!double.IsFinite(lossValue)) throw Collective(Finite.TrainingStop(Step + 1, $"the flow loss ({lossValue})"));
         _opt.zero_grad();
         loss.backward();
+        _mixed?.PushGradients();
         _buckets?.AllreduceSum();
         double gradNorm = ClipGradients();
         if (!double.IsFinite(gradNorm))
@@ -264,9 +296,11 @@ public sealed class DiTTrainer : IDisposable
 
     /// <summary>
     /// The flow loss on fixed noise and times (drawn from <paramref name="seed"/>), no label dropout:
-    /// comparable across steps, unlike the training loss. Uses the EMA weights when <paramref name="ema"/>.
+    /// comparable across steps, unlike the training loss. Uses the EMA weights when <paramref name="ema"/>,
+    /// and the latents of <paramref name="heldOut"/> (normalised with this run's statistics) when given.
+    /// Always fp32, whatever <see cref="ComputePrecision"/> trains in.
     /// </summary>
-    public double EvalLoss(IReadOnlyList<int> indices, long seed = 0, bool ema = false)
+    public double EvalLoss(IReadOnlyList<int> indices, long seed = 0, bool ema = false, LatentCache? heldOut = null)
     {
         var model = ema ? Ema : Model;
         bool wasTraining = model.training;
@@ -280,7 +314,7 @@ public sealed class DiTTrainer : IDisposable
             for (int s = 0; s < indices.Count; s += Config.BatchSize)
             {
                 var chunk = indices.Skip(s).Take(Config.BatchSize).ToList();
-                var (x1, labels) = Fetch(chunk);
+                var (x1, labels) = Fetch(chunk, heldOut);
                 var t = torch.rand(x1.shape[0], generator: gen).to(x1.device);
                 var z0 = torch.randn(x1.shape, generator: gen).to(x1.device);
                 using var l = _flow.Loss(model, x1, z0, t, labels);
@@ -444,6 +478,7 @@ public sealed class DiTTrainer : IDisposable
         _buckets?.Dispose();
         _opt.Dispose();
         Ema.Dispose();
+        _compute?.Dispose();
         Statistics.Dispose();
         if (_ownsModel) Model.Dispose();
     }
