@@ -45,7 +45,7 @@ public class DiTTrainingTests(FashionLatents data, ITestOutputHelper log) : ICla
     }
 
     /// <summary>An exact copy: two models built after the same manual_seed may differ while other test classes draw from the global generator in parallel.</summary>
-    static DiT CopyOf(DiT model)
+    internal static DiT CopyOf(DiT model)
     {
         var copy = new DiT(model.Config);
         StateDictLoader.Load(copy, model.state_dict(), "copy");

@@ -14,13 +14,6 @@ namespace SvgDiffusion.Tests;
 /// <summary>bf16 mixed-precision training: fp32 master weights and optimiser state, bf16 compute, fp32 checkpoints.</summary>
 public class MixedPrecisionTests(FashionLatents data, ITestOutputHelper log) : IClassFixture<FashionLatents>
 {
-    static DiT CopyOf(DiT model)
-    {
-        var copy = new DiT(model.Config);
-        StateDictLoader.Load(copy, model.state_dict(), "copy");
-        return copy;
-    }
-
     [Fact]
     public void AutocastConvolutionComputesInBf16AndKeepsFp32WeightsAndGradients()
     {
@@ -50,8 +43,8 @@ public class MixedPrecisionTests(FashionLatents data, ITestOutputHelper log) : I
         torch.manual_seed(5);
         using var init = new DiT(DiTTrainingTests.TinyDiT);
         var cfg = new DiTTrainingConfig { BatchSize = 16, LearningRate = 1e-3, EmaDecay = 0.9, Seed = 3, Steps = 40 };
-        using var fp32 = new DiTTrainer(CopyOf(init), data.Cache, cfg);
-        using var bf16 = new DiTTrainer(CopyOf(init), data.Cache, cfg) { ComputePrecision = ScalarType.BFloat16 };
+        using var fp32 = new DiTTrainer(DiTTrainingTests.CopyOf(init), data.Cache, cfg);
+        using var bf16 = new DiTTrainer(DiTTrainingTests.CopyOf(init), data.Cache, cfg) { ComputePrecision = ScalarType.BFloat16 };
         Assert.Equal(ScalarType.BFloat16, bf16.ComputePrecision);
         var all = Enumerable.Range(0, data.Cache.Count).ToList();
         double before = fp32.EvalLoss(all, seed: 7);

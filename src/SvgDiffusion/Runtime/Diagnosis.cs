@@ -83,7 +83,7 @@ public static class Diagnosis
                 _ => "system libstdc++ is new enough: TorchSharp as shipped",
             },
             Malloc = MallocTuning.Applied
-                ? "glibc tuned: blocks up to 1 GiB from the heap, no trimming (SVGD_MALLOC=default for glibc's defaults)"
+                ? "glibc tuned: blocks up to 1 GiB from the heap, no trimming" + (Environment.GetEnvironmentVariable("GLIBC_TUNABLES")?.Contains("glibc.malloc.hugetlb=1") == true ? ", transparent huge pages" : "") + " (SVGD_MALLOC=default for glibc's defaults)"
                 : "allocator defaults",
             KernelEnvironment = new Dictionary<string, string>(KernelGuard.EnvironmentVariables(n =>
                 KernelGuard.HasPrefix(n, "ONEDNN_", "DNNL_", "MKL_", "OMP_", "SVGD_") || n == "ATEN_CPU_CAPABILITY")),
