@@ -14,10 +14,10 @@ namespace SvgDiffusion.Cli;
 internal static class OptionRules
 {
     static readonly HashSet<string> PositiveCounts =
-        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size", "--frames", "--queue", "--max-n", "--max-steps", "--max-frames", "--max-upload-mb"];
+        ["--batch-size", "--extract-batch-size", "--n", "--shard-size", "--grid-max", "--steps", "--sample-steps", "--epochs", "--repeats", "--feature-size", "--frames", "--queue", "--max-n", "--max-steps", "--max-frames", "--max-upload-mb", "--eval-size"];
 
     /// <summary>0 means off / all / never for these.</summary>
-    static readonly HashSet<string> NonNegativeCounts = ["--checkpoint-every", "--sample-every", "--disc-start", "--warmup-epochs", "--max", "--limit"];
+    static readonly HashSet<string> NonNegativeCounts = ["--checkpoint-every", "--sample-every", "--disc-start", "--warmup-epochs", "--max", "--limit", "--eval-every"];
 
     /// <summary>Real-valued options: finite (NaN passes no comparison, so it is named explicitly) and in range.</summary>
     static readonly Dictionary<string, (double Min, bool MinOpen, double Max, string Range)> Reals = new()
@@ -43,7 +43,7 @@ internal static class OptionRules
     ];
 
     /// <summary>Options that name an existing file or folder (image sets, caches, statistics or folders).</summary>
-    static readonly HashSet<string> InputPaths = ["--images", "--latents", "--ref", "--train", "--val"];
+    static readonly HashSet<string> InputPaths = ["--images", "--latents", "--ref", "--train", "--val", "--eval-latents", "--eval-images"];
 
     internal enum Kind { InputPath, OutputFile, OutputDir }
 

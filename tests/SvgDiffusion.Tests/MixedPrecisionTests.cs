@@ -105,4 +105,33 @@ public class MixedPrecisionTests(FashionLatents data, ITestOutputHelper log) : I
         Assert.True(Math.Abs(after16 - after32) < 0.1 * after32, $"bf16 and fp32 runs should end close: {after32:F4} vs {after16:F4}");
         Assert.All(m16.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
     }
+
+    [Fact]
+    public void TrainCommandTakesPrecisionAndLogsEvalLoss()
+    {
+        string run = Path.Combine(Reference.TempDir(), "run");
+        var ok = Reference.RunCli("train", "--latents", data.Directory, "--out", run, "--preset", "svg-xs", "--steps", "3", "--batch-size", "8",
+            "--precision", "bf16", "--eval-every", "2", "--eval-latents", data.Directory, "--eval-size", "16", "--sample-every", "0");
+        Assert.True(ok.Code == 0, ok.Err + ok.Out);
+        Assert.Contains("bf16 mixed precision", ok.Out);
+        var rows = File.ReadAllLines(Path.Combine(run, "metrics.jsonl"));
+        Assert.Equal(3, rows.Length);
+        // Every --eval-every steps and at the last step.
+        Assert.Equal(new[] { false, true, true }, rows.Select(r => r.Contains("\"eval_loss\":")));
+        Assert.True(File.Exists(Path.Combine(run, "eval-loss.png")));
+
+        foreach (var (args, expected) in new[]
+        {
+            (new[] { "--precision", "fp64" }, "--precision"),
+            (new[] { "--eval-size", "0" }, "--eval-size"),
+            (new[] { "--eval-every", "-1" }, "--eval-every"),
+            (new[] { "--eval-latents", "/nonexistent/cache" }, "--eval-latents"),
+        })
+        {
+            var bad = Reference.RunCli(new[] { "train", "--latents", data.Directory, "--out", Path.Combine(Reference.TempDir(), "bad"), "--preset", "svg-xs", "--steps", "1" }.Concat(args).ToArray());
+            Assert.Equal(1, bad.Code);
+            Assert.StartsWith("error: " + expected, bad.Err.Trim());
+            Assert.Single(bad.Err.Trim().Split('\n'));
+        }
+    }
 }
