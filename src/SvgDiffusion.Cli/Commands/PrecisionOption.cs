@@ -40,6 +40,9 @@ internal static class PrecisionOption
         DefaultValueFactory = _ => "fp32",
     };
 
+    /// <summary>How a training command names the precision it runs in.</summary>
+    public static string TrainingLabel(ScalarType t) => t == ScalarType.BFloat16 ? "bf16 mixed precision" : Precision.Name(t);
+
     public static bool AllowsFp64(Option o) => WithFp64.TryGetValue(o, out _);
 
     public static ScalarType Parse(ParseResult p, Option<string> o) => Precision.Resolve(p.GetValue(o)!, AllowsFp64(o));

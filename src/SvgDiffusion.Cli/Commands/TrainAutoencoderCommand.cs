@@ -93,7 +93,7 @@ internal static class TrainAutoencoderCommand
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));
             var tc = trainer.Config;
-            console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}, {(trainer.ComputePrecision == torch.ScalarType.BFloat16 ? "bf16 mixed precision" : "fp32")}");
+            console.MarkupLine($"{data.Count} images, {trainer.ImageSize}px, batch {tc.BatchSize}, steps {trainer.Step} -> {tc.Steps}, GAN from step {tc.DiscStart}, {PrecisionOption.TrainingLabel(trainer.ComputePrecision)}");
             if (trainer.Step >= tc.Steps)
             {
                 console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");
@@ -101,7 +101,7 @@ internal static class TrainAutoencoderCommand
             }
             int startStep = trainer.Step;
             var heldOut = p.GetValue(evalImages) is string ei ? new ImageFolder(ei) : null;
-            var evalIndices = Enumerable.Range(0, Math.Min(p.GetValue(evalSize), (heldOut ?? data).Count)).Select(i => (int)((long)i * (heldOut ?? data).Count / Math.Min(p.GetValue(evalSize), (heldOut ?? data).Count))).ToList();
+            var evalIndices = Evaluation.SampleQuality.Spread((heldOut ?? data).Count, p.GetValue(evalSize));
             int every = p.GetValue(evalEvery);
             var log = cli.IsRoot ? new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step) : null;
             bool stopped = false;

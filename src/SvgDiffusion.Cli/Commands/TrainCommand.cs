@@ -85,7 +85,7 @@ internal static class TrainCommand
             using var _d = source.Autoencoder == null ? decoder : null;
             var tc = trainer.Config;
             var mc = trainer.Model.Config;
-            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}, {(trainer.ComputePrecision == torch.ScalarType.BFloat16 ? "bf16 mixed precision" : "fp32")}");
+            console.MarkupLine($"DiT {mc.Depth}x{mc.HiddenSize} ({trainer.Model.parameters().Sum(x => x.numel()):N0} params) on {source.Count} {(source.Cache != null ? "cached" : "online-encoded")} latents of {source.Channels}x{source.GridSize}x{source.GridSize}, {mc.NumClasses} classes; steps {trainer.Step} -> {tc.Steps}, batch {tc.BatchSize}, {PrecisionOption.TrainingLabel(trainer.ComputePrecision)}");
             if (trainer.Step >= tc.Steps)
             {
                 console.MarkupLine($"already at step {trainer.Step} of --steps {tc.Steps}; nothing to do (give a larger --steps to continue)");

@@ -270,8 +270,7 @@ public sealed class AutoencoderTrainer : IDisposable
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         Model.Module.eval();
-        int n = Math.Min(count, Data.Count);
-        var idx = Enumerable.Range(0, n).Select(i => (int)((long)i * Data.Count / n)).ToList();
+        var idx = Evaluation.SampleQuality.Spread(Data.Count, count);
         var images = Data.CenterBatch(idx, ImageSize);
         var rec = Model.Decode(Model.EncodeImages(images)).clamp(-1, 1);
         return ImageFiles.Grid(torch.cat(new[] { images, rec }), idx.Count).MoveToOuterDisposeScope();
