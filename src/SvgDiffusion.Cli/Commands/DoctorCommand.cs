@@ -82,6 +82,8 @@ internal static class DoctorCommand
         console.MarkupLine($"physical fp32 peak: {r.PhysicalFp32Gflops:F1} GFLOP/s ({r.VectorBits}-bit FMA on {r.TorchThreads} threads)");
         console.MarkupLine($"library matmul: fp32 {r.MatmulFp32Gflops:F1} GFLOP/s ({r.MatmulFp32Size}^3, {r.MatmulFp32Gflops / r.PhysicalFp32Gflops:P0} of physical), bf16 {r.MatmulBf16Gflops:F1} GFLOP/s ({r.MatmulBf16Size}^3)" +
                            (r.IsaFlags.GetValueOrDefault("avx512_bf16") || r.IsaFlags.GetValueOrDefault("amx_bf16") ? "" : "; no native bf16 on this CPU: fp32 is the fast precision here"));
+        console.MarkupLine($"fp32 linears: {Markup.Escape(r.Fp32Gemm)}" +
+                           (double.IsNaN(r.PackedSgemmGflops) ? "" : $"; {r.PackedSgemmGflops:F1} GFLOP/s on 512x1152 -> 4608 ({r.PackedSgemmGflops / r.PhysicalFp32Gflops:P0} of physical)"));
     }
 
     static string Err(double e) => double.IsNaN(e) ? "NaN" : e.ToString("0.00e0");

@@ -37,6 +37,7 @@ public static class Benchmarks
         double physical32 = PhysicalPeak.Fp32Gflops(torch.get_num_threads());
         // Emulated bf16 runs on the fp32 units: the fp32 peak is then its physical ceiling too.
         double physical16 = PhysicalPeak.Bf16Gflops(physical32) ?? physical32;
+        log?.Invoke($"fp32 linears: {Runtime.Sgemm.Describe()}");
         log?.Invoke($"physical peak ({PhysicalPeak.VectorBits}-bit FMA, {torch.get_num_threads()} threads): fp32 {physical32:F1} GFLOP/s, bf16 {physical16:F1} GFLOP/s; " +
                     $"library matmul: fp32 {peak32:F1} GFLOP/s (2048^3, {peak32 / physical32:P0} of physical), bf16 {(double.IsNaN(peak16) ? "not measured" : $"{peak16:F1} GFLOP/s")}");
         var rows = new List<ThroughputResult>();
@@ -46,6 +47,18 @@ public static class Benchmarks
             r = r with { FractionOfPhysicalPeak = r.Gflops / (r.Dtype == "bf16" ? physical16 : physical32) };
             rows.Add(r);
             log?.Invoke($"{r.Name} {r.Dtype}: {r.ItemsPerSecond:F2}/s ({r.FractionOfPhysicalPeak:P1} of physical peak, {r.FractionOfDtypePeak:P1} of library matmul)");
+        }
+        // The fp32 GEMM of the model linears against libtorch's on the DiT-XL MLP shape (one image with CFG).
+        if (o.Dtypes.Contains(ScalarType.Float32))
+        {
+            using var scope = torch.NewDisposeScope();
+            var lin = new Models.Common.PackedLinear(1152, 4608);
+            var x = torch.randn(512, 1152);
+            double gflop = 2.0 * 512 * 1152 * 4608 / 1e9;
+            void Forward() { using var _ = torch.inference_mode(); using var y = lin.forward(x); }
+            if (Runtime.Sgemm.Enabled) Add(Throughput.Measure("linear 512x1152 -> 4608 (packed AVX-512)", ScalarType.Float32, 1, gflop, peak32, peak32, Forward, 1, 5));
+            using (Runtime.Sgemm.Suspend())
+                Add(Throughput.Measure("linear 512x1152 -> 4608 (libtorch)", ScalarType.Float32, 1, gflop, peak32, peak32, Forward, 1, 5));
         }
         int b = o.Batch;
         var small = DiTPresets.Get(o.SmallDiT);

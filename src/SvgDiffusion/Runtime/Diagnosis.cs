@@ -38,6 +38,9 @@ public sealed record DiagnosisReport
     public required int MatmulFp32Size { get; init; }
     public required double MatmulBf16Gflops { get; init; }
     public required int MatmulBf16Size { get; init; }
+    /// <summary>Which fp32 GEMM the model linears use (<see cref="Sgemm.Describe"/>), and its rate on a DiT-XL MLP shape (NaN when it is libtorch's).</summary>
+    public required string Fp32Gemm { get; init; }
+    public required double PackedSgemmGflops { get; init; }
     /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
     public bool Failed => !Verdict.AllPassed;
 }
@@ -63,6 +66,7 @@ public static class Diagnosis
         double physical = PhysicalPeak.Fp32Gflops(torch.get_num_threads());
         var (fp32, fp32Size) = Throughput.MatmulGflopsWithin(ScalarType.Float32, budgetSeconds: 1.5);
         var (bf16, bf16Size) = Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 1.5);
+        double packed = Throughput.PackedSgemmGflops();
         return new DiagnosisReport
         {
             CpuModel = cpu.Model,
@@ -97,6 +101,8 @@ public static class Diagnosis
             MatmulFp32Size = fp32Size,
             MatmulBf16Gflops = bf16,
             MatmulBf16Size = bf16Size,
+            Fp32Gemm = Sgemm.Describe(),
+            PackedSgemmGflops = packed,
         };
     }
 }

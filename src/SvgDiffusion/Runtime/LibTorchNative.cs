@@ -28,6 +28,9 @@ public static partial class LibTorchNative
         }
     }
 
+    /// <summary>A symbol of libtorch_cpu or of a library it loaded (its OpenMP runtime), or zero.</summary>
+    internal static IntPtr TrySymbol(string name) => dlsym(Handle, name);
+
     static IntPtr Symbol(string name)
     {
         IntPtr p = dlsym(Handle, name);
@@ -116,6 +119,33 @@ public static partial class LibTorchNative
         }
         catch (InvalidOperationException) { return null; }
     }
+
+    /// <summary>Address of a tensor's first element (<c>Tensor.data_ptr()</c>); TorchSharp hands out spans, not the pointer.</summary>
+    public static IntPtr DataPointer(TorchSharp.torch.Tensor t) => THSTensor_data(t.Handle);
+
+    static IntPtr _version, _isInference;
+
+    /// <summary>
+    /// A tensor's version counter (<c>Tensor._version</c>): every in-place write to its storage — an
+    /// optimizer step, an EMA update, <c>copy_</c> from a state dict — bumps it. Inference tensors have
+    /// none (see <see cref="IsInference"/>); asking one throws inside libtorch.
+    /// </summary>
+    public static unsafe long Version(TorchSharp.torch.Tensor t)
+    {
+        if (_version == IntPtr.Zero) _version = Symbol("_ZNK2at10TensorBase8_versionEv");
+        // A member function: the at::Tensor behind TorchSharp's handle is `this`.
+        return ((delegate* unmanaged<IntPtr, long>)_version)(t.Handle);
+    }
+
+    /// <summary>Whether a tensor was made in inference mode (<c>Tensor.is_inference()</c>).</summary>
+    public static unsafe bool IsInference(TorchSharp.torch.Tensor t)
+    {
+        if (_isInference == IntPtr.Zero) _isInference = Symbol("_ZN2at4_ops12is_inference4callERKNS_6TensorE");
+        return ((delegate* unmanaged<IntPtr, byte>)_isInference)(t.Handle) != 0;
+    }
+
+    [LibraryImport("LibTorchSharp")]
+    private static partial IntPtr THSTensor_data(IntPtr tensor);
 
     [LibraryImport("libc.so.6", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
     private static partial IntPtr dlopen(string file, int mode);

@@ -32,7 +32,7 @@ public sealed class ResidualEncoder : nn.Module
         // The class token only takes part in attention; it is dropped before the head.
         class_token = new Parameter(torch.zeros(1, 1, d));
         encoder = new TransformerEncoder(config);
-        heads = Sequential(Linear(d, d), GELU(), Linear(d, config.OutputDim));
+        heads = Sequential(new PackedLinear(d, d), GELU(), new PackedLinear(d, config.OutputDim));
         RegisterComponents();
     }
 

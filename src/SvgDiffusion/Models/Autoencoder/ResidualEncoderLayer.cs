@@ -19,7 +19,8 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
     Parameter in_proj_weight;
     Parameter in_proj_bias;
 #pragma warning restore IDE0044
-    readonly Linear out_proj;
+    readonly PackedLinear out_proj;
+    readonly PackedWeightSlot in_proj = new();
 
     public PackedSelfAttention(int dim, int heads, double dropout) : base("self_attention")
     {
@@ -31,7 +32,7 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
         nn.init.xavier_uniform_(w);
         in_proj_weight = new Parameter(w);
         in_proj_bias = new Parameter(torch.zeros(3L * dim));
-        out_proj = Linear(dim, dim);
+        out_proj = new PackedLinear(dim, dim);
         using (torch.no_grad()) out_proj.bias!.zero_();
         RegisterComponents();
     }
@@ -40,7 +41,7 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
-        var qkv = functional.linear(x, in_proj_weight, in_proj_bias)
+        var qkv = in_proj.Linear(x, in_proj_weight, in_proj_bias)
             .view(b, n, 3, _heads, d / _heads).permute(2, 0, 3, 1, 4);
         Tensor o;
         if (training && _dropout > 0)
@@ -53,6 +54,12 @@ public sealed class PackedSelfAttention : Module<Tensor, Tensor>
         }
         else o = functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
         return out_proj.forward(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) in_proj.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -72,12 +79,12 @@ public sealed class ResidualEncoderLayer : Module<Tensor, Tensor>
         dropout = new SampleDropout(cfg.Dropout);
         ln_2 = LayerNorm(cfg.Hidden, cfg.LayerNormEps);
         mlp = Sequential(
-            Linear(cfg.Hidden, cfg.Mlp), GELU(), new SampleDropout(cfg.Dropout),
-            Linear(cfg.Mlp, cfg.Hidden), new SampleDropout(cfg.Dropout));
+            new PackedLinear(cfg.Hidden, cfg.Mlp), GELU(), new SampleDropout(cfg.Dropout),
+            new PackedLinear(cfg.Mlp, cfg.Hidden), new SampleDropout(cfg.Dropout));
         // torchvision's MLPBlock initialisation, so training from scratch starts where the reference does.
         using (torch.no_grad())
         {
-            foreach (var lin in mlp.children().OfType<Linear>())
+            foreach (var lin in mlp.children().OfType<PackedLinear>())
             {
                 nn.init.xavier_uniform_(lin.weight!);
                 nn.init.normal_(lin.bias!, std: 1e-6);

@@ -14,22 +14,22 @@ namespace SvgDiffusion.Models.Diffusion;
 public sealed class Attention : Module<Tensor, Tensor>
 {
     readonly int _heads;
-    readonly Linear qkv, proj;
+    readonly PackedLinear qkv, proj;
     readonly Module<Tensor, Tensor> q_norm, k_norm;
 
     public Attention(int dim, int heads, bool qkNorm) : base("attn")
     {
         _heads = heads;
-        qkv = Linear(dim, dim * 3, hasBias: true);
+        qkv = new PackedLinear(dim, dim * 3, hasBias: true);
         // Identity has no weights, so without qk-norm the state dict has no q_norm/k_norm keys, as in timm.
         // PrecisionLayerNorm: in bf16 the per-head statistics are taken in fp32 (same keys as LayerNorm).
         q_norm = qkNorm ? new PrecisionLayerNorm(dim / heads, 1e-5, "q_norm") : Identity();
         k_norm = qkNorm ? new PrecisionLayerNorm(dim / heads, 1e-5, "k_norm") : Identity();
-        proj = Linear(dim, dim);
+        proj = new PackedLinear(dim, dim);
         RegisterComponents();
     }
 
-    internal IEnumerable<Linear> Linears => new[] { qkv, proj };
+    internal IEnumerable<PackedLinear> Linears => new[] { qkv, proj };
 
     /// <param name="x">[B, N, C].</param>
     public override Tensor forward(Tensor x)

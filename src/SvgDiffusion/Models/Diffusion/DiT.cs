@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using SvgDiffusion.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -23,7 +24,7 @@ public sealed class DiT : nn.Module
     readonly TimestepEmbedder t_embedder;
     readonly LabelEmbedder y_embedder;
     readonly ModuleList<DiTBlock> blocks;
-    readonly Linear ln1;
+    readonly PackedLinear ln1;
     readonly FinalLayer final_layer;
     // Position tables for grids other than the configured one; formulas, so never saved.
     readonly Dictionary<(int, int), Tensor> _otherGrids = new();
@@ -37,7 +38,7 @@ public sealed class DiT : nn.Module
         t_embedder = new TimestepEmbedder(d);
         y_embedder = new LabelEmbedder(config.NumClasses, d, config.ClassDropoutProb);
         blocks = new ModuleList<DiTBlock>(Enumerable.Range(0, config.Depth).Select(i => new DiTBlock(i.ToString(), config)).ToArray());
-        ln1 = Linear(config.InChannels, d);
+        ln1 = new PackedLinear(config.InChannels, d);
         final_layer = new FinalLayer(d, config.OutChannels);
         RegisterComponents();
         InitializeWeights();

@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -27,12 +28,12 @@ public sealed class DiTBlock : nn.Module
         attn = new Attention(d, cfg.NumHeads, cfg.QkNorm);
         norm2 = LayerNorm(d, NormEps, elementwise_affine: false);
         mlp = new FeedForward(d, cfg.MlpHidden);
-        adaLN_modulation = Sequential(("0", SiLU()), ("1", Linear(d, 6 * d)));
+        adaLN_modulation = Sequential(("0", SiLU()), ("1", new PackedLinear(d, 6 * d)));
         RegisterComponents();
     }
 
-    internal IEnumerable<Linear> Linears => attn.Linears.Concat(mlp.Linears);
-    internal Linear Modulation => (Linear)adaLN_modulation.children().Last();
+    internal IEnumerable<PackedLinear> Linears => attn.Linears.Concat(mlp.Linears);
+    internal PackedLinear Modulation => (PackedLinear)adaLN_modulation.children().Last();
 
     /// <summary>x * (1 + scale) + shift, with [B, C] modulations broadcast over the tokens.</summary>
     internal static Tensor Modulate(Tensor x, Tensor shift, Tensor scale) =>

@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -8,16 +9,16 @@ namespace SvgDiffusion.Models.Diffusion;
 /// <summary>timm's <c>Mlp</c> as DiT configures it: <c>fc1</c>, tanh-approximated GELU, <c>fc2</c>.</summary>
 public sealed class FeedForward : Module<Tensor, Tensor>
 {
-    readonly Linear fc1, fc2;
+    readonly PackedLinear fc1, fc2;
 
     public FeedForward(int dim, int hidden) : base("mlp")
     {
-        fc1 = Linear(dim, hidden);
-        fc2 = Linear(hidden, dim);
+        fc1 = new PackedLinear(dim, hidden);
+        fc2 = new PackedLinear(hidden, dim);
         RegisterComponents();
     }
 
-    internal IEnumerable<Linear> Linears => new[] { fc1, fc2 };
+    internal IEnumerable<PackedLinear> Linears => new[] { fc1, fc2 };
 
     public override Tensor forward(Tensor x)
     {

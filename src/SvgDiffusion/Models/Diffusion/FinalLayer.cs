@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -12,19 +13,19 @@ namespace SvgDiffusion.Models.Diffusion;
 public sealed class FinalLayer : nn.Module
 {
     readonly LayerNorm norm_final;
-    readonly Linear linear;
+    readonly PackedLinear linear;
     readonly Sequential adaLN_modulation;
 
     public FinalLayer(int hidden, int outChannels) : base("final_layer")
     {
         norm_final = LayerNorm(hidden, DiTBlock.NormEps, elementwise_affine: false);
-        linear = Linear(hidden, outChannels);
-        adaLN_modulation = Sequential(("0", SiLU()), ("1", Linear(hidden, 2 * hidden)));
+        linear = new PackedLinear(hidden, outChannels);
+        adaLN_modulation = Sequential(("0", SiLU()), ("1", new PackedLinear(hidden, 2 * hidden)));
         RegisterComponents();
     }
 
-    internal Linear Output => linear;
-    internal Linear Modulation => (Linear)adaLN_modulation.children().Last();
+    internal PackedLinear Output => linear;
+    internal PackedLinear Modulation => (PackedLinear)adaLN_modulation.children().Last();
 
     public Tensor Forward(Tensor x, Tensor c)
     {

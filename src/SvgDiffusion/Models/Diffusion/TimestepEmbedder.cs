@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -18,11 +19,11 @@ public sealed class TimestepEmbedder : Module<Tensor, Tensor>
 
     public TimestepEmbedder(int hidden) : base("t_embedder")
     {
-        mlp = Sequential(("0", Linear(FrequencyEmbeddingSize, hidden)), ("1", SiLU()), ("2", Linear(hidden, hidden)));
+        mlp = Sequential(("0", new PackedLinear(FrequencyEmbeddingSize, hidden)), ("1", SiLU()), ("2", new PackedLinear(hidden, hidden)));
         RegisterComponents();
     }
 
-    internal IEnumerable<Linear> Linears => mlp.children().OfType<Linear>();
+    internal IEnumerable<PackedLinear> Linears => mlp.children().OfType<PackedLinear>();
 
     /// <summary>
     /// [B, dim] features: cosines then sines of t * 10000^(-i/(dim/2)). t is used as given, not scaled to
@@ -45,7 +46,7 @@ public sealed class TimestepEmbedder : Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         var f = Frequencies(t);
-        var w = mlp.children().OfType<Linear>().First().weight!;
+        var w = mlp.children().OfType<PackedLinear>().First().weight!;
         return mlp.forward(f.to(w.dtype)).MoveToOuterDisposeScope();
     }
 }

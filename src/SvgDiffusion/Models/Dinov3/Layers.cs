@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,6 +14,7 @@ public sealed class LinearKMaskedBias : Module<Tensor, Tensor>
     Parameter bias;
     Tensor bias_mask;
 #pragma warning restore IDE0044
+    readonly PackedWeightSlot _packed = new();
 
     public LinearKMaskedBias(int inFeatures, int outFeatures) : base("qkv")
     {
@@ -36,7 +38,13 @@ public sealed class LinearKMaskedBias : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var masked = bias * bias_mask.to(bias.dtype);
-        return functional.linear(x, weight, masked);
+        return _packed.Linear(x, weight, masked);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _packed.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -55,11 +63,11 @@ public sealed class LayerScale : Module<Tensor, Tensor>
 
 public sealed class Mlp : Module<Tensor, Tensor>
 {
-    readonly Linear fc1, fc2;
+    readonly PackedLinear fc1, fc2;
     public Mlp(int dim, int hidden) : base("mlp")
     {
-        fc1 = Linear(dim, hidden);
-        fc2 = Linear(hidden, dim);
+        fc1 = new PackedLinear(dim, hidden);
+        fc2 = new PackedLinear(hidden, dim);
         RegisterComponents();
     }
     public override Tensor forward(Tensor x)
@@ -73,12 +81,12 @@ public sealed class Mlp : Module<Tensor, Tensor>
 /// <summary>w3(silu(w1 x) * w2 x).</summary>
 public sealed class SwiGluFfn : Module<Tensor, Tensor>
 {
-    readonly Linear w1, w2, w3;
+    readonly PackedLinear w1, w2, w3;
     public SwiGluFfn(int dim, int hidden) : base("mlp")
     {
-        w1 = Linear(dim, hidden);
-        w2 = Linear(dim, hidden);
-        w3 = Linear(hidden, dim);
+        w1 = new PackedLinear(dim, hidden);
+        w2 = new PackedLinear(dim, hidden);
+        w3 = new PackedLinear(hidden, dim);
         RegisterComponents();
     }
     public override Tensor forward(Tensor x)
@@ -93,13 +101,13 @@ public sealed class SelfAttention : nn.Module
 {
     readonly int _heads;
     readonly LinearKMaskedBias qkv;
-    readonly Linear proj;
+    readonly PackedLinear proj;
 
     public SelfAttention(int dim, int heads) : base("attn")
     {
         _heads = heads;
         qkv = new LinearKMaskedBias(dim, dim * 3);
-        proj = Linear(dim, dim);
+        proj = new PackedLinear(dim, dim);
         RegisterComponents();
     }
 
