@@ -165,8 +165,8 @@ public static class Benchmarks
                     using var lat = DiT.TokensToLatent(tok, small.InputSize, small.InputSize);
                     using var img = decoder.Forward(lat.to(dtype));
                     // No warm-up run: the rows above already built this DiT's and decoder's kernels (same shapes),
-                    // and two timed runs keep the default bench within its few minutes.
-                }, 0, Math.Min(o.Repeats, steps >= 25 ? 1 : o.Scaling ? o.Repeats : 2)));
+                    // and one timed run (--full: up to --repeats) keeps the default bench within its few minutes.
+                }, 0, o.Scaling ? Math.Min(o.Repeats, steps >= 25 ? 1 : o.Repeats) : 1));
             }
         }
         return (peak32, peak16, physical32, rows);
