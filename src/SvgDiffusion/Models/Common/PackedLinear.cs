@@ -8,9 +8,10 @@ using static TorchSharp.torch.nn;
 namespace SvgDiffusion.Models.Common;
 
 /// <summary>
-/// <c>nn.Linear</c> — same parameters, initialisation and state-dict keys — whose fp32 inference runs
-/// on <see cref="Sgemm"/>'s packed AVX-512 GEMM instead of libtorch's (MKL's, slow on AMD). Anything
-/// that needs autograd, any other dtype and matrix-vector sized inputs take libtorch's linear.
+/// <c>nn.Linear</c> — same parameters, initialisation and state-dict keys — whose fp32 products run
+/// on <see cref="Sgemm"/>'s packed AVX-512 GEMM instead of libtorch's (MKL's, slow on AMD): inference
+/// directly, training through an autograd function whose backward uses the same GEMM. Other dtypes,
+/// matrix-vector sized inputs and bias-free training take libtorch's linear.
 /// </summary>
 public sealed class PackedLinear : Module<Tensor, Tensor>
 {
@@ -64,6 +65,9 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => _packed.Linear(x, _weight, _bias);
 
+    /// <summary>How many times the weight was packed: once while it is unchanged, again after each write.</summary>
+    public int PackCount => _packed.PackCount;
+
     protected override void Dispose(bool disposing)
     {
         if (disposing) _packed.Dispose();
@@ -85,23 +89,30 @@ public sealed class PackedWeightSlot : IDisposable
     IntPtr _data;
     long _version;
 
-    /// <summary><c>linear(x, weight, bias)</c>, on the packed GEMM where it applies.</summary>
-    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
-    {
-        if (!Applies(x, weight, bias)) return functional.linear(x, weight, bias);
-        return Sgemm.Linear(x, Get(weight), bias);
-    }
+    /// <summary>How many times a weight was packed into this slot.</summary>
+    public int PackCount { get; private set; }
 
-    static bool Applies(Tensor x, Tensor weight, Tensor? bias)
+    enum Route { LibTorch, Inference, Training }
+
+    /// <summary><c>linear(x, weight, bias)</c>, on the packed GEMM where it applies.</summary>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias) => Choose(x, weight, bias) switch
     {
-        if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return false;
-        if (bias is not null && (bias.dtype != ScalarType.Float32 || bias.device_type != DeviceType.CPU)) return false;
-        if (x.dim() == 0 || weight.dim() != 2 || x.shape[^1] != weight.shape[1]) return false; // libtorch words the error
-        if (torch.is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true)) return false;
-        if (x.numel() / Math.Max(1, weight.shape[1]) < Sgemm.MinRows) return false;
+        Route.Inference => Sgemm.Linear(x, Get(weight), bias),
+        Route.Training => PackedLinearFunction.apply(x, weight, bias!, Get(weight)),
+        _ => functional.linear(x, weight, bias),
+    };
+
+    static Route Choose(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return Route.LibTorch;
+        if (bias is not null && (bias.dtype != ScalarType.Float32 || bias.device_type != DeviceType.CPU)) return Route.LibTorch;
+        if (x.dim() == 0 || weight.dim() != 2 || x.shape[^1] != weight.shape[1]) return Route.LibTorch; // libtorch words the error
+        if (x.numel() / Math.Max(1, weight.shape[1]) < Sgemm.MinRows) return Route.LibTorch;
         // Inference tensors have no version counter to tell a changed weight by.
-        if (LibTorchNative.IsInference(weight)) return false;
-        return Sgemm.Enabled;
+        if (LibTorchNative.IsInference(weight) || !Sgemm.Enabled) return Route.LibTorch;
+        bool grad = torch.is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true);
+        if (!grad) return Route.Inference;
+        return bias is null || x.dim() < 2 ? Route.LibTorch : Route.Training;
     }
 
     PackedWeight Get(Tensor weight)
@@ -114,6 +125,7 @@ public sealed class PackedWeightSlot : IDisposable
             _packed?.Dispose();
             _packed = null;
             _packed = Sgemm.Pack(weight);
+            PackCount++;
             (_source, _data, _version) = (weight, data, version);
             return _packed;
         }
@@ -127,5 +139,40 @@ public sealed class PackedWeightSlot : IDisposable
             _packed = null;
             _source = null;
         }
+    }
+}
+
+/// <summary>
+/// The packed linear with its backward on the same GEMM: dx = dy·W (W transposed and packed once per
+/// call) and dW = dyᵀ·x (x transposed and packed). Training writes the weight every step, so every
+/// forward repacks it; the packing is a copy, small next to the three products.
+/// </summary>
+sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLinearFunction>
+{
+    public override string Name => "PackedLinear";
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (x, weight, bias, packed) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (PackedWeight)vars[3]);
+        ctx.save_for_backward(new List<Tensor> { x, weight });
+        return Sgemm.Linear(x, packed, bias);
+    }
+
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var saved = ctx.get_saved_variables();
+        var (x, weight) = (saved[0], saved[1]);
+        long n = weight.shape[0], k = weight.shape[1];
+        using var scope = torch.NewDisposeScope();
+        var dy = gradOutput.reshape(-1, n);
+        var x2 = x.reshape(-1, k);
+        Tensor dx, dw;
+        using (var weightT = Sgemm.Pack(weight.t().contiguous()))
+            dx = Sgemm.Linear(dy, weightT, null).reshape(x.shape);
+        using (var xT = Sgemm.Pack(x2.t().contiguous()))
+            dw = Sgemm.Linear(dy.t().contiguous(), xT, null);
+        var db = dy.sum(new long[] { 0 });
+        // One gradient per argument of apply: none for the packed weight.
+        return new List<Tensor> { dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null! };
     }
 }
