@@ -19,6 +19,8 @@ public sealed record BenchmarkOptions
     public bool Scaling { get; init; }
     public IReadOnlyList<int> SamplingSteps { get; init; } = new[] { 1, 5, 25 };
     public int Repeats { get; init; } = 3;
+    /// <summary>A row stops repeating once its timed runs have taken this long (the default run's bound on its length).</summary>
+    public double RowBudgetSeconds { get; init; } = double.PositiveInfinity;
 }
 
 /// <summary>
@@ -74,7 +76,7 @@ public static class Benchmarks
             {
                 enc.eval(); enc.to(dtype);
                 Add(Throughput.Measure("encoder DINOv3 ViT-S+/16 256px", dtype, b, Dinov3Flops.PerImage(dcfg, 256, 256) / 1e9, peak32, Peak(dtype),
-                    () => { using var _ = torch.inference_mode(); using var f = enc.Forward(x); }, 1, o.Repeats));
+                    () => { using var _ = torch.inference_mode(); using var f = enc.Forward(x); }, 1, o.Repeats, o.RowBudgetSeconds));
             }
             // Decoder of the released autoencoder: 16x16x392 -> 256x256.
             var dec = SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16).Decoder;
@@ -83,7 +85,7 @@ public static class Benchmarks
             {
                 decoder.eval(); decoder.to(dtype);
                 Add(Throughput.Measure("decoder 16x16x392 -> 256px", dtype, b, Flops.Decoder(dec) / 1e9, peak32, Peak(dtype),
-                    () => { using var _ = torch.inference_mode(); using var y = decoder.Forward(z); }, 1, o.Repeats));
+                    () => { using var _ = torch.inference_mode(); using var y = decoder.Forward(z); }, 1, o.Repeats, o.RowBudgetSeconds));
             }
             // DiT forward.
             var ditRuns = new List<(string Name, DiTConfig Cfg, int Batch)> { ($"DiT {o.SmallDiT} forward 16x16", small, b) };
@@ -102,7 +104,7 @@ public static class Benchmarks
                 using var t = torch.rand(bb).to(dtype);
                 using var y = torch.zeros(bb, dtype: ScalarType.Int64);
                 Add(Throughput.Measure(name, dtype, bb, Flops.DiT(cfg, cfg.InputSize * cfg.InputSize) / 1e9, peak32, Peak(dtype),
-                    () => { using var _ = torch.inference_mode(); using var v = dit.Forward(x, t, y); }, 1, o.Repeats));
+                    () => { using var _ = torch.inference_mode(); using var v = dit.Forward(x, t, y); }, 1, o.Repeats, o.RowBudgetSeconds));
             }
         }
 
@@ -121,7 +123,7 @@ public static class Benchmarks
                 using var l = flow.RandomLoss(dit, x1, y);
                 l.Loss.backward();
                 opt.step();
-            }, 1, o.Repeats));
+            }, 1, o.Repeats, o.RowBudgetSeconds));
             if (o.Dtypes.Contains(ScalarType.BFloat16))
             {
                 // The same step in `train --precision bf16`: a bf16 compute copy, fp32 master weights and AdamW.
@@ -138,7 +140,7 @@ public static class Benchmarks
                     l.Loss.backward();
                     mixed.PushGradients();
                     opt.step();
-                }, 1, o.Repeats));
+                }, 1, o.Repeats, o.RowBudgetSeconds));
             }
         }
 

@@ -86,12 +86,15 @@ public static class Throughput
         }
     }
 
-    /// <summary>Median seconds of <paramref name="run"/> after <paramref name="warmup"/> untimed calls.</summary>
-    public static double MedianSeconds(Action run, int warmup = 1, int repeats = 3)
+    /// <summary>
+    /// Median seconds of <paramref name="run"/> after <paramref name="warmup"/> untimed calls; repeats
+    /// stop early (after at least one) once the timed runs have taken <paramref name="budgetSeconds"/>.
+    /// </summary>
+    public static double MedianSeconds(Action run, int warmup = 1, int repeats = 3, double budgetSeconds = double.PositiveInfinity)
     {
         for (int i = 0; i < warmup; i++) run();
         var times = new List<double>();
-        for (int i = 0; i < repeats; i++)
+        for (int i = 0; i < repeats && (i == 0 || times.Sum() < budgetSeconds); i++)
         {
             var sw = Stopwatch.StartNew();
             run();
@@ -101,9 +104,9 @@ public static class Throughput
         return times[times.Count / 2];
     }
 
-    public static ThroughputResult Measure(string name, ScalarType dtype, int batch, double gflopPerItem, double peakFp32, double peakDtype, Action run, int warmup = 1, int repeats = 3)
+    public static ThroughputResult Measure(string name, ScalarType dtype, int batch, double gflopPerItem, double peakFp32, double peakDtype, Action run, int warmup = 1, int repeats = 3, double budgetSeconds = double.PositiveInfinity)
     {
-        double s = MedianSeconds(run, warmup, repeats);
+        double s = MedianSeconds(run, warmup, repeats, budgetSeconds);
         double ips = batch / s;
         double gflops = ips * gflopPerItem;
         return new ThroughputResult(name, dtype == ScalarType.BFloat16 ? "bf16" : "fp32", batch, ips, gflopPerItem, gflops, gflops / peakFp32, gflops / peakDtype);
