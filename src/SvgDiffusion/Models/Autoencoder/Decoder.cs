@@ -64,6 +64,17 @@ public sealed class Decoder : nn.Module
     /// <summary>The output convolution's weight: where the adaptive GAN weight compares gradient norms.</summary>
     public Parameter LastLayerWeight => conv_out.Weight;
 
+    /// <summary>
+    /// Disposes <paramref name="previous"/> once <paramref name="next"/> (computed from it) exists, so a
+    /// forward holds one activation per step instead of all until its scope ends. The caller's input
+    /// (<paramref name="keep"/>) is never disposed.
+    /// </summary>
+    internal static Tensor Replace(Tensor previous, Tensor next, Tensor? keep = null)
+    {
+        if (!ReferenceEquals(previous, next) && !ReferenceEquals(previous, keep)) previous.Dispose();
+        return next;
+    }
+
     /// <param name="latent">[B, z_channels, h, w].</param>
     /// <returns>[B, out_ch, h * 2^(levels-1), w * 2^(levels-1)].</returns>
     public Tensor Forward(Tensor latent)
@@ -76,10 +87,12 @@ public sealed class Decoder : nn.Module
         // released decoder (fp32, 2-core AVX2 EPYC): 2547 -> 2499 ms per image, within noise; kept
         // because it costs nothing and wider-vector oneDNN kernels favour it. Only the image leaves NCHW.
         var x = latent.device_type == DeviceType.CPU ? latent.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : latent;
-        var h = mid.forward(conv_in.forward(x));
-        for (int level = up.Count - 1; level >= 0; level--) h = up[level].forward(h);
-        h = conv_out.forward(functional.silu(norm_out.forward(h))).contiguous();
-        return h.MoveToOuterDisposeScope();
+        var h = conv_in.forward(x);
+        h = Replace(h, mid.forward(h));
+        for (int level = up.Count - 1; level >= 0; level--) h = Replace(h, up[level].forward(h));
+        h = Replace(h, Activation.Swish(norm_out.forward(h)));
+        h = Replace(h, conv_out.forward(h));
+        return h.contiguous().MoveToOuterDisposeScope();
     }
 }
 
@@ -100,7 +113,9 @@ public sealed class MidBlock : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        return block_2.forward(attn_1.forward(block_1.forward(x))).MoveToOuterDisposeScope();
+        var h = block_1.forward(x);
+        h = Decoder.Replace(h, attn_1.forward(h));
+        return Decoder.Replace(h, block_2.forward(h)).MoveToOuterDisposeScope();
     }
 }
 
@@ -122,9 +137,9 @@ public sealed class DecoderLevel : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        x = RunBlocks(block, attn, x);
-        if (upsample != null) x = upsample.forward(x);
-        return x.MoveToOuterDisposeScope();
+        var h = RunBlocks(block, attn, x);
+        if (upsample != null) h = Decoder.Replace(h, upsample.forward(h), keep: x);
+        return (ReferenceEquals(h, x) ? h.alias() : h).MoveToOuterDisposeScope();
     }
 
     /// <summary>A level's residual blocks (the first changes the width) and, where the level has attention, one attention per block,
@@ -139,11 +154,12 @@ public sealed class DecoderLevel : Module<Tensor, Tensor>
     /// <summary>Each block, then its attention where the level has attention.</summary>
     internal static Tensor RunBlocks(ModuleList<ResnetBlock> block, ModuleList<SpatialSelfAttention> attn, Tensor x)
     {
+        var h = x;
         for (int j = 0; j < block.Count; j++)
         {
-            x = block[j].forward(x);
-            if (attn.Count > 0) x = attn[j].forward(x);
+            h = Decoder.Replace(h, block[j].forward(h), keep: x);
+            if (attn.Count > 0) h = Decoder.Replace(h, attn[j].forward(h), keep: x);
         }
-        return x;
+        return h;
     }
 }
