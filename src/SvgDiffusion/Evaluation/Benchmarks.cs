@@ -36,7 +36,9 @@ public static class Benchmarks
         // Without native bf16 instructions a 2048^3 bf16 matmul takes about a minute (0.3 GFLOP/s):
         // measure bf16 only when asked for, at the largest size that fits a few seconds.
         double peak16 = o.Dtypes.Contains(ScalarType.BFloat16) ? Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 5).Gflops : double.NaN;
-        double physical32 = PhysicalPeak.Fp32Gflops(torch.get_num_threads());
+        // The yardstick is measured again after the rows and the best kept: one noisy moment must not
+        // put rows above 100% of the physical peak.
+        double physical32 = PhysicalPeak.Fp32Gflops(torch.get_num_threads(), seconds: 1, rounds: 10);
         // Emulated bf16 runs on the fp32 units: the fp32 peak is then its physical ceiling too.
         double physical16 = PhysicalPeak.Bf16Gflops(physical32) ?? physical32;
         log?.Invoke($"fp32 linears: {Runtime.Sgemm.Describe()}");
@@ -170,6 +172,15 @@ public static class Benchmarks
                     // and one timed run (--full: up to --repeats) keeps the default bench within its few minutes.
                 }, 0, o.Scaling ? Math.Min(o.Repeats, steps >= 25 ? 1 : o.Repeats) : 1));
             }
+        }
+        double again = PhysicalPeak.Fp32Gflops(torch.get_num_threads(), seconds: 1, rounds: 10);
+        if (again > physical32)
+        {
+            log?.Invoke($"physical fp32 peak measured again after the rows: {again:F1} GFLOP/s (was {physical32:F1}); fractions use it");
+            physical32 = again;
+            physical16 = PhysicalPeak.Bf16Gflops(physical32) ?? physical32;
+            for (int i = 0; i < rows.Count; i++)
+                rows[i] = rows[i] with { FractionOfPhysicalPeak = rows[i].Gflops / (rows[i].Dtype == "bf16" ? physical16 : physical32) };
         }
         return (peak32, peak16, physical32, rows);
     }

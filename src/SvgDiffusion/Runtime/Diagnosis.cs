@@ -63,7 +63,7 @@ public static class Diagnosis
         try { native = KernelCheck.Run(ConvPath.Native, includeNonConv: false); }
         finally { LibTorchNative.OneDnnEnabled = onednn; }
 
-        double physical = PhysicalPeak.Fp32Gflops(torch.get_num_threads());
+        double physical = PhysicalPeak.Fp32Gflops(torch.get_num_threads(), seconds: 1, rounds: 10);
         var (fp32, fp32Size) = Throughput.MatmulGflopsWithin(ScalarType.Float32, budgetSeconds: 1.5);
         var (bf16, bf16Size) = Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 1.5);
         double packed = Throughput.PackedSgemmGflops();
