@@ -102,7 +102,8 @@ public static class KernelCheck
         return rounded.to(ScalarType.Float64);
     }
 
-    static double Error(Tensor actual, Tensor reference)
+    /// <summary>Largest absolute difference over the largest reference magnitude; NaN when <paramref name="actual"/> is not finite.</summary>
+    internal static double Error(Tensor actual, Tensor reference)
     {
         using var scope = torch.NewDisposeScope();
         var a = actual.to(ScalarType.Float64);

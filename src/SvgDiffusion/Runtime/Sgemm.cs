@@ -122,27 +122,46 @@ public static class Sgemm
             var y = Linear(x, packed, b, threads);
             var reference = x.to(ScalarType.Float64).matmul(w.to(ScalarType.Float64).t());
             if (b is not null) reference = reference + b.to(ScalarType.Float64);
-            double scale = reference.abs().max().item<double>();
-            var diff = (y.to(ScalarType.Float64) - reference).abs().max().item<double>();
-            double err = y.isfinite().all().item<bool>() ? diff / Math.Max(scale, 1e-30) : double.NaN;
+            double err = KernelCheck.Error(y, reference);
             results.Add(new KernelCheckResult("packed sgemm", $"{m}x{k} -> {n}{(bias ? " + bias" : "")}, {threads} thread{(threads > 1 ? "s" : "")}", "fp32", err, KernelCheck.Fp32Tolerance));
         }
         return results;
     }
 
     /// <summary>Packs an fp32 CPU weight [out, in]. The panels are kept out of every dispose scope: the caller owns them.</summary>
-    public static PackedWeight Pack(Tensor weight)
+    public static PackedWeight Pack(Tensor weight) => Pack(weight, transposed: false);
+
+    /// <summary>
+    /// Packs the transpose of an fp32 CPU matrix a [in, out] as a weight [out, in], straight from a's
+    /// layout: the backward products (dy·W, dyᵀ·x) need Wᵀ and xᵀ packed, and this saves making them
+    /// contiguous first.
+    /// </summary>
+    public static PackedWeight PackTransposeOf(Tensor a) => Pack(a, transposed: true);
+
+    static PackedWeight Pack(Tensor m, bool transposed)
     {
-        if (weight.dim() != 2 || weight.dtype != ScalarType.Float32 || weight.device_type != DeviceType.CPU)
-            throw new ArgumentException($"Sgemm.Pack needs a 2-D fp32 CPU weight, got {weight.dtype} [{string.Join(", ", weight.shape)}]");
-        int n = checked((int)weight.shape[0]), k = checked((int)weight.shape[1]);
-        int panels = (n + SgemmKernel.Columns - 1) / SgemmKernel.Columns;
+        if (m.dim() != 2 || m.dtype != ScalarType.Float32 || m.device_type != DeviceType.CPU)
+            throw new ArgumentException($"Sgemm.Pack needs a 2-D fp32 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
+        const int C = SgemmKernel.Columns;
+        int n = checked((int)m.shape[transposed ? 1 : 0]), k = checked((int)m.shape[transposed ? 0 : 1]);
+        int panels = (n + C - 1) / C;
         using var inference = torch.inference_mode(false);
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
-        var w = weight.detach();
-        if (panels * SgemmKernel.Columns != n) w = nn.functional.pad(w, new long[] { 0, 0, 0, panels * SgemmKernel.Columns - n });
-        var packed = w.reshape(panels, SgemmKernel.Columns, k).transpose(1, 2).contiguous();
+        // Pad the output features to whole panels, then lay each panel out k-major: [panels, k, 64].
+        var w = m.detach();
+        int pad = panels * C - n;
+        Tensor packed;
+        if (transposed)
+        {
+            if (pad != 0) w = nn.functional.pad(w, new long[] { 0, pad });
+            packed = w.reshape(k, panels, C).permute(1, 0, 2).contiguous();
+        }
+        else
+        {
+            if (pad != 0) w = nn.functional.pad(w, new long[] { 0, 0, 0, pad });
+            packed = w.reshape(panels, C, k).transpose(1, 2).contiguous();
+        }
         return new PackedWeight(packed.DetachFromDisposeScope(), n, k);
     }
 

@@ -143,8 +143,8 @@ public sealed class PackedWeightSlot : IDisposable
 }
 
 /// <summary>
-/// The packed linear with its backward on the same GEMM: dx = dy·W (W transposed and packed once per
-/// call) and dW = dyᵀ·x (x transposed and packed). Training writes the weight every step, so every
+/// The packed linear with its backward on the same GEMM: dx = dy·W (Wᵀ packed per call) and
+/// dW = dyᵀ·x (xᵀ packed). Training writes the weight every step, so every
 /// forward repacks it; the packing is a copy, small next to the three products.
 /// </summary>
 sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLinearFunction>
@@ -167,9 +167,9 @@ sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLi
         var dy = gradOutput.reshape(-1, n);
         var x2 = x.reshape(-1, k);
         Tensor dx, dw;
-        using (var weightT = Sgemm.Pack(weight.t().contiguous()))
+        using (var weightT = Sgemm.PackTransposeOf(weight))
             dx = Sgemm.Linear(dy, weightT, null).reshape(x.shape);
-        using (var xT = Sgemm.Pack(x2.t().contiguous()))
+        using (var xT = Sgemm.PackTransposeOf(x2))
             dw = Sgemm.Linear(dy.t().contiguous(), xT, null);
         var db = dy.sum(new long[] { 0 });
         // One gradient per argument of apply: none for the packed weight.
