@@ -43,10 +43,11 @@ internal sealed class AutoencoderOptions
     }
 
     /// <summary>Either kind of autoencoder (SVG or the VAE baseline), for commands that only encode and decode.</summary>
-    public ILatentAutoencoder LoadAny(ParseResult p, string? path = null)
+    /// <param name="decodeOnly">Leave out the frozen encoder (commands that only decode).</param>
+    public ILatentAutoencoder LoadAny(ParseResult p, string? path = null, bool decodeOnly = false)
     {
         string file = path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required");
-        var model = AutoencoderFile.Load(file, ResolveConfig(p), p.GetValue(Encoder));
+        var model = AutoencoderFile.Load(file, ResolveConfig(p), p.GetValue(Encoder), decodeOnly);
         model.Module.eval();
         return model;
     }

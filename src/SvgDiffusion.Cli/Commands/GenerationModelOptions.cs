@@ -33,8 +33,9 @@ internal sealed class GenerationModelOptions
     /// <summary>
     /// Loads the models and wraps them in the library's <see cref="GenerationService"/>, in precision
     /// <paramref name="dtype"/>. Without <paramref name="needAutoencoder"/> an autoencoder is loaded only when given.
+    /// With <paramref name="decodeOnly"/> its frozen encoder is left out (sampling never encodes).
     /// </summary>
-    public LoadedGenerationModel Load(ParseResult p, CliContext cli, ScalarType dtype, bool needAutoencoder = true, bool loadAutoencoder = true)
+    public LoadedGenerationModel Load(ParseResult p, CliContext cli, ScalarType dtype, bool needAutoencoder = true, bool loadAutoencoder = true, bool decodeOnly = false)
     {
         bool bundled = IsBundled(p);
         if (bundled) BundledModel.EnsurePresent();
@@ -49,7 +50,7 @@ internal sealed class GenerationModelOptions
         {
             dit = DiT.LoadModel(p, modelPath);
             stats = DiT.LoadStatistics(p, dit.Config.InChannels, modelPath, bundled ? BundledModel.StatisticsPath : null);
-            ae = aePath != null ? Autoencoder.LoadAny(p, aePath) : null;
+            ae = aePath != null ? Autoencoder.LoadAny(p, aePath, decodeOnly) : null;
             var service = new GenerationService(dit, ae, stats, BundledModel.ClassNames(modelPath), dtype);
             return new LoadedGenerationModel(service, bundled ? BundledModel.Name : Path.GetFileName(modelPath));
         }

@@ -46,7 +46,7 @@ internal static class SampleCommand
             if (!decode && p.GetValue(latentOut) == null) throw new SvgdException("--no-decode needs --latent-out");
             if (decode && !bundled && p.GetValue(models.Autoencoder.Autoencoder) == null) throw new SvgdException("decoding needs --autoencoder (or use --no-decode with --latent-out)");
             var dtype = PrecisionOption.Parse(p, precision);
-            using var loaded = models.Load(p, cli, dtype, needAutoencoder: decode, loadAutoencoder: decode);
+            using var loaded = models.Load(p, cli, dtype, needAutoencoder: decode, loadAutoencoder: decode, decodeOnly: true);
             var service = loaded.Service;
             service.BatchSize = p.GetValue(batch);
             var dc = service.Model.Config;

@@ -37,7 +37,8 @@ internal static class SampleEvalCommand
             if (cli.IsRoot) Directory.CreateDirectory(shardDir);
             using var model = dit.LoadModel(p);
             using var stats = dit.LoadStatistics(p, model.Config.InChannels);
-            using var autoencoder = ae.LoadAny(p);
+            // Generated images are decoded, never encoded: the frozen encoder is not loaded.
+            using var autoencoder = ae.LoadAny(p, decodeOnly: true);
             using var net = features.Create(p);
             var dtype = PrecisionOption.Parse(p, precision);
             // The feature network stays fp32 whatever --precision says: the metric must not move with the precision it measures.

@@ -11,10 +11,11 @@ public static class AutoencoderFile
         SafeTensors.LooksLikeSafeTensors(path) && SafeTensors.ReadHeader(path).Metadata.ContainsKey(KlAutoencoder.ConfigMetadataKey);
 
     /// <param name="svgConfig">Architecture of an SVG file (see <see cref="SvgAutoencoderCheckpoint.Load"/>); refused for a VAE file.</param>
-    public static ILatentAutoencoder Load(string path, SvgAutoencoderConfig? svgConfig = null, string? encoderPath = null)
+    /// <param name="decodeOnly">An SVG autoencoder without its frozen encoder, for decoding only (a VAE loads whole: it is small).</param>
+    public static ILatentAutoencoder Load(string path, SvgAutoencoderConfig? svgConfig = null, string? encoderPath = null, bool decodeOnly = false)
     {
         if (!File.Exists(path)) throw new SvgdException($"{path}: autoencoder file not found");
-        if (!IsVae(path)) return SvgAutoencoderCheckpoint.Load(path, svgConfig, encoderPath);
+        if (!IsVae(path)) return SvgAutoencoderCheckpoint.Load(path, svgConfig, encoderPath, decodeOnly);
         if (svgConfig != null || encoderPath != null)
             throw new SvgdException($"{path}: a VAE file carries its own architecture and has no frozen encoder; drop --preset/--config/--encoder");
         var meta = SafeTensors.ReadHeader(path).Metadata;

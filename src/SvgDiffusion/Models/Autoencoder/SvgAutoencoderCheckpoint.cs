@@ -22,7 +22,9 @@ public static class SvgAutoencoderCheckpoint
     /// <param name="encoderPath">A separate checkpoint for the frozen encoder (DINOv3 in either layout; ResNet-18 as
     /// .onnx or safetensors), preferred over <c>encoder.*</c> weights in the file. DINOv3 needs one or the other;
     /// ResNet-18 otherwise comes from the ONNX file shipped with the build.</param>
-    public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? encoderPath = null)
+    /// <param name="decodeOnly">Skip the frozen encoder (a <see cref="DecodeOnlyEncoder"/> stands in): for sampling, which
+    /// only decodes. Its weights in the file are then not read.</param>
+    public static SvgAutoencoder Load(string path, SvgAutoencoderConfig? config = null, string? encoderPath = null, bool decodeOnly = false)
     {
         var ckpt = Checkpoint.Open(path);
         config ??= ckpt.Metadata.TryGetValue(ConfigMetadataKey, out var json)
@@ -34,7 +36,9 @@ public static class SvgAutoencoderCheckpoint
 
         bool inFile = sd.Keys.Any(k => k.StartsWith(DinoPrefix, StringComparison.Ordinal));
         IFrozenEncoder frozen;
-        if (config.IsResNet)
+        if (decodeOnly)
+            frozen = new DecodeOnlyEncoder(config.FrozenEncoder, config.SemanticDim, config.SemanticStride);
+        else if (config.IsResNet)
         {
             frozen = encoderPath != null ? ResNet18Encoder.Load(encoderPath, config.Resnet)
                 : inFile ? ResNet18FromState(Strip(sd, DinoPrefix), config, path)

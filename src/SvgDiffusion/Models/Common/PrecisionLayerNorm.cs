@@ -27,6 +27,10 @@ public sealed class PrecisionLayerNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    internal Tensor Weight => weight;
+    internal Tensor Bias => bias;
+    internal double Eps => _eps;
+
     public override Tensor forward(Tensor x)
     {
         if (x.dtype is not (ScalarType.BFloat16 or ScalarType.Float16))

@@ -1,4 +1,5 @@
 using SvgDiffusion.Models.Common;
+using SvgDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -36,9 +37,17 @@ public sealed class Attention : Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         long b = x.shape[0], n = x.shape[1], c = x.shape[2];
-        var parts = qkv.forward(x).reshape(b, n, 3, _heads, c / _heads).permute(2, 0, 3, 1, 4).unbind(0);
-        var q = q_norm.forward(parts[0]);
-        var k = k_norm.forward(parts[1]);
+        var y = qkv.forward(x);
+        // With autograd off, q and k are normalised in place inside the qkv output (no copies to contiguous).
+        bool fused = false;
+        if (q_norm is PrecisionLayerNorm qn && k_norm is PrecisionLayerNorm kn && y.is_contiguous() && FusedOps.Applies(y, qn.Weight, qn.Bias, kn.Weight, kn.Bias))
+        {
+            FusedOps.HeadNorm_(y, _heads, qn.Weight, qn.Bias, kn.Weight, kn.Bias, qn.Eps);
+            fused = true;
+        }
+        var parts = y.reshape(b, n, 3, _heads, c / _heads).permute(2, 0, 3, 1, 4).unbind(0);
+        var q = fused ? parts[0] : q_norm.forward(parts[0]);
+        var k = fused ? parts[1] : k_norm.forward(parts[1]);
         // libtorch's CPU attention kernel accumulates bf16 scores and the softmax in fp32 (opmath), so the softmax stays fp32.
         var o = functional.scaled_dot_product_attention(q, k, parts[2]);
         return proj.forward(o.transpose(1, 2).reshape(b, n, c)).MoveToOuterDisposeScope();

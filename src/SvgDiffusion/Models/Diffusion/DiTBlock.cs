@@ -1,4 +1,5 @@
 using SvgDiffusion.Models.Common;
+using SvgDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -43,6 +44,12 @@ public sealed class DiTBlock : nn.Module
     internal static Tensor Norm(LayerNorm norm, Tensor x) =>
         x.dtype is ScalarType.BFloat16 or ScalarType.Float16 ? norm.forward(x.to(ScalarType.Float32)).to(x.dtype) : norm.forward(x);
 
+    /// <summary>LayerNorm then <see cref="Modulate"/>: one fused pass when autograd is off (<see cref="FusedOps"/>).</summary>
+    internal static Tensor NormModulate(LayerNorm norm, Tensor x, Tensor shift, Tensor scale) =>
+        FusedOps.Applies(x, shift, scale) && x.dim() == 3
+            ? FusedOps.ModulatedLayerNorm(x, shift, scale, NormEps)
+            : Modulate(Norm(norm, x), shift, scale);
+
     /// <param name="x">[B, N, C] tokens.</param>
     /// <param name="c">[B, C] condition.</param>
     public Tensor Forward(Tensor x, Tensor c)
@@ -50,7 +57,16 @@ public sealed class DiTBlock : nn.Module
         using var scope = torch.NewDisposeScope();
         var m = adaLN_modulation.forward(c).chunk(6, dim: 1);
         // Order as in DiT: shift, scale, gate for attention, then for the MLP.
-        x = x + m[2].unsqueeze(1) * attn.forward(Modulate(Norm(norm1, x), m[0], m[1]));
+        var a = attn.forward(NormModulate(norm1, x, m[0], m[1]));
+        if (FusedOps.Applies(x, m[2], a))
+        {
+            // The first sum is a new tensor (the caller's x is left alone); the second adds into it.
+            x = FusedOps.GatedResidual(x, m[2], a, inPlace: false);
+            using var f = mlp.forward(NormModulate(norm2, x, m[3], m[4]));
+            FusedOps.GatedResidual(x, m[5], f, inPlace: true);
+            return x.MoveToOuterDisposeScope();
+        }
+        x = x + m[2].unsqueeze(1) * a;
         x = x + m[5].unsqueeze(1) * mlp.forward(Modulate(Norm(norm2, x), m[3], m[4]));
         return x.MoveToOuterDisposeScope();
     }

@@ -1,4 +1,5 @@
 using SvgDiffusion.Models.Common;
+using SvgDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -24,6 +25,11 @@ public sealed class FeedForward : Module<Tensor, Tensor>
     {
         using var h = fc1.forward(x);
         // DiT trained with the tanh approximation; the exact erf form would shift outputs by ~1e-4.
+        if (FusedOps.Applies(h) && h.is_contiguous())
+        {
+            FusedOps.GeluTanh_(h);
+            return fc2.forward(h);
+        }
         using var a = functional.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh);
         return fc2.forward(a);
     }

@@ -31,6 +31,6 @@ public sealed class FinalLayer : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         var m = adaLN_modulation.forward(c).chunk(2, dim: 1);
-        return linear.forward(DiTBlock.Modulate(DiTBlock.Norm(norm_final, x), m[0], m[1])).MoveToOuterDisposeScope();
+        return linear.forward(DiTBlock.NormModulate(norm_final, x, m[0], m[1])).MoveToOuterDisposeScope();
     }
 }
