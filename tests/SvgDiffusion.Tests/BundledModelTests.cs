@@ -48,4 +48,20 @@ public class BundledModelTests
         Assert.True(code == 0, err.ToString() + console.Output);
         Assert.True(File.Exists(out_));
     }
+
+    [Fact]
+    public void DecodeOnlyLoadDecodesAsTheFullModelAndRefusesToEncode()
+    {
+        BundledModel.EnsurePresent();
+        using var scope = torch.NewDisposeScope();
+        using var full = SvgAutoencoderCheckpoint.Load(BundledModel.AutoencoderPath);
+        using var decodeOnly = SvgAutoencoderCheckpoint.Load(BundledModel.AutoencoderPath, decodeOnly: true);
+        Assert.Empty(decodeOnly.SemanticEncoder is nn.Module m ? m.parameters() : throw new InvalidOperationException());
+        var z = torch.randn(2, full.Config.LatentChannels, full.LatentSize, full.LatentSize);
+        using var _ = torch.inference_mode();
+        Assert.Equal(0.0, (full.Decode(z) - decodeOnly.Decode(z)).abs().max().item<float>());
+        var images = torch.zeros(1, 3, full.ImageSize, full.ImageSize);
+        var e = Assert.Throws<SvgdException>(() => decodeOnly.EncodeImages(images));
+        Assert.Contains("decode only", e.Message);
+    }
 }
