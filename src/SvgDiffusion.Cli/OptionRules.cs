@@ -63,6 +63,15 @@ internal static class OptionRules
     /// <summary>An output whose kind depends on its value (e.g. a .safetensors file, else a folder).</summary>
     public static T Output<T>(this T symbol, Func<string, Kind> kind) where T : Symbol => Declare(symbol, kind);
 
+    /// <summary>Count options of one command where 0 asks for an automatic value (e.g. sample's --batch-size).</summary>
+    static readonly ConditionalWeakTable<Symbol, object> ZeroIsAutomatic = new();
+
+    public static Option<int> ZeroMeansAutomatic(this Option<int> option)
+    {
+        ZeroIsAutomatic.AddOrUpdate(option, true);
+        return option;
+    }
+
     static T Declare<T>(T symbol, Func<string, Kind> kind) where T : Symbol
     {
         Declared.AddOrUpdate(symbol, kind);
@@ -78,7 +87,9 @@ internal static class OptionRules
             if (p.GetResult(o) == null) continue;
             switch (o)
             {
-                case Option<int> i when PositiveCounts.Contains(o.Name) && p.GetValue(i) <= 0:
+                case Option<int> i when ZeroIsAutomatic.TryGetValue(o, out _) && p.GetValue(i) < 0:
+                    throw new SvgdException($"{o.Name} must be a positive whole number (or 0: automatic), got {p.GetValue(i)}");
+                case Option<int> i when PositiveCounts.Contains(o.Name) && !ZeroIsAutomatic.TryGetValue(o, out _) && p.GetValue(i) <= 0:
                     throw new SvgdException($"{o.Name} must be a positive whole number, got {p.GetValue(i)}");
                 case Option<int> i when NonNegativeCounts.Contains(o.Name) && p.GetValue(i) < 0:
                     throw new SvgdException($"{o.Name} must be 0 or more, got {p.GetValue(i)}");

@@ -133,9 +133,30 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         using var a = s.Generate(plan, decode: false);
         s.BatchSize = 2;
         using var b = s.Generate(plan, decode: false);
-        s.BatchSize = 16;
+        s.BatchSize = 0;
+        using var c = s.Generate(plan, decode: false);
         Reference.Close(a.Latents, b.Latents, 1e-5, "batch 16 vs 2");
+        Reference.Close(a.Latents, c.Latents, 1e-5, "batch 16 vs automatic");
         Assert.Equal(new[] { "coat", "dress" }, a.RowNames);
+    }
+
+    [Fact]
+    public void AutomaticBatchFillsAPassWithTokensAndNeverDropsBelowSixteen()
+    {
+        var s = fx.Service;
+        Assert.Equal(0, s.BatchSize);
+        Assert.Equal(GenerationService.TokensPerPass / 16, s.PassSize(4, 4));
+        Assert.Equal(16, s.PassSize(16, 16));
+        Assert.Equal(16, s.PassSize(32, 32));
+        s.BatchSize = 5;
+        Assert.Equal(5, s.PassSize(4, 4));
+        s.BatchSize = 0;
+        Assert.Contains("positive", Refusal(() => s.BatchSize = -1));
+
+        var err = new StringWriter();
+        int code = SvgDiffusion.Cli.SvgdCli.Run(new[] { "sample", "--batch-size", "-1", "--out", Path.Combine(Reference.TempDir(), "x.png") }, new Spectre.Console.Testing.TestConsole(), err);
+        Assert.NotEqual(0, code);
+        Assert.Equal("error: --batch-size must be a positive whole number (or 0: automatic), got -1", err.ToString().Trim());
     }
 
     [Fact]

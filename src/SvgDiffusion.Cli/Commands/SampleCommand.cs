@@ -22,7 +22,7 @@ internal static class SampleCommand
         var n = new Option<int>("--n") { Description = $"Samples per class with --classes; otherwise the number of samples, with uniformly random labels (at most {MaxSamples:N0}; the bundled model without --n: one row of 8 per class).", DefaultValueFactory = _ => 8 };
         var output = new Option<string?>("--out") { Description = "PNG grid of the decoded samples." }.OutputFile();
         var outDir = new Option<string?>("--out-dir") { Description = "Folder for one PNG per sample." };
-        var batch = new Option<int>("--batch-size") { Description = "Samples per solver pass.", DefaultValueFactory = _ => 16 };
+        var batch = new Option<int>("--batch-size") { Description = $"Samples per solver pass. 0 (default): as many as make {GenerationService.TokensPerPass:N0} latent tokens, at least 16 (16 at 256 px; all 80 of the bundled model's default run).", DefaultValueFactory = _ => 0 }.ZeroMeansAutomatic();
         var initNoise = new Option<string?>("--init-noise") { Description = "Start from this noise (safetensors; tokens [B, T, C] or a latent [B, C, h, w]) instead of drawing it." };
         var key = new Option<string>("--key") { Description = "Name of the tensor in --init-noise.", DefaultValueFactory = _ => "z" };
         var latentOut = new Option<string?>("--latent-out") { Description = "Also write the sampled latents [B, C, h, w] in the model's (normalised) space, before de-normalisation." };
