@@ -100,4 +100,34 @@ public class FreshModelTests
         using var y = decoder.Forward(torch.randn(2, 16, 8, 8) * 5);
         Assert.True(torch.isfinite(y).all().item<bool>());
     }
+
+    [Fact]
+    public void DecoderGivesTheSameImagesInChunksAndChunksOnlyWithoutAutograd()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(4);
+        using var decoder = new Decoder(new DecoderConfig { Ch = 32, ChMult = new[] { 1, 2 }, NumResBlocks = 1, AttnResolutions = new[] { 8 }, ZChannels = 16, Resolution = 16 });
+        decoder.eval();
+        var z = torch.randn(5, 16, 8, 8);
+        // 32 channels at 16x16 in fp32: 32 KiB per image
+        decoder.ChunkBytes = 2 * 32 * 16 * 16 * 4;
+        Assert.Equal(2, decoder.ChunkSize(z));
+        Tensor chunked, whole;
+        using (torch.inference_mode())
+        {
+            chunked = decoder.Forward(z);
+            decoder.ChunkBytes = 0;
+            Assert.Equal(5, decoder.ChunkSize(z));
+            whole = decoder.Forward(z);
+        }
+        Assert.Equal(whole.shape, chunked.shape);
+        Assert.True((whole - chunked).abs().max().item<float>() < 1e-5);
+
+        // The released decoder at 256 px: two images per chunk in fp32, four in bf16.
+        using var released = new Decoder(new DecoderConfig());
+        var latent = torch.zeros(8, 392, 16, 16);
+        Assert.Equal(2, released.ChunkSize(latent));
+        released.to(ScalarType.BFloat16);
+        Assert.Equal(4, released.ChunkSize(latent));
+    }
 }
