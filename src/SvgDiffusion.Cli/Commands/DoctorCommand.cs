@@ -84,6 +84,7 @@ internal static class DoctorCommand
                            (r.IsaFlags.GetValueOrDefault("avx512_bf16") || r.IsaFlags.GetValueOrDefault("amx_bf16") ? "" : "; no native bf16 on this CPU: fp32 is the fast precision here"));
         console.MarkupLine($"fp32 linears: {Markup.Escape(r.Fp32Gemm)}" +
                            (double.IsNaN(r.PackedSgemmGflops) ? "" : $"; {r.PackedSgemmGflops:F1} GFLOP/s on 512x1152 -> 4608 ({r.PackedSgemmGflops / r.PhysicalFp32Gflops:P0} of physical)"));
+        console.MarkupLine($"DiT inference elementwise: {Markup.Escape(r.DiTElementwise)}");
     }
 
     static string Err(double e) => double.IsNaN(e) ? "NaN" : e.ToString("0.00e0");

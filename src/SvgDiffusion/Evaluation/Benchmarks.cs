@@ -42,6 +42,7 @@ public static class Benchmarks
         // Emulated bf16 runs on the fp32 units: the fp32 peak is then its physical ceiling too.
         double physical16 = PhysicalPeak.Bf16Gflops(physical32) ?? physical32;
         log?.Invoke($"fp32 linears: {Runtime.Sgemm.Describe()}");
+        log?.Invoke($"DiT inference elementwise: {Runtime.FusedOps.Describe()}");
         log?.Invoke($"physical peak ({PhysicalPeak.VectorBits}-bit FMA, {torch.get_num_threads()} threads): fp32 {physical32:F1} GFLOP/s, bf16 {physical16:F1} GFLOP/s; " +
                     $"library matmul: fp32 {peak32:F1} GFLOP/s (2048^3, {peak32 / physical32:P0} of physical), bf16 {(double.IsNaN(peak16) ? "not measured" : $"{peak16:F1} GFLOP/s")}");
         var rows = new List<ThroughputResult>();

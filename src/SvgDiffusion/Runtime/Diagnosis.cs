@@ -41,6 +41,8 @@ public sealed record DiagnosisReport
     /// <summary>Which fp32 GEMM the model linears use (<see cref="Sgemm.Describe"/>), and its rate on a DiT-XL MLP shape (NaN when it is libtorch's).</summary>
     public required string Fp32Gemm { get; init; }
     public required double PackedSgemmGflops { get; init; }
+    /// <summary>Which elementwise path DiT inference takes (<see cref="FusedOps.Describe"/>).</summary>
+    public required string DiTElementwise { get; init; }
     /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
     public bool Failed => !Verdict.AllPassed;
 }
@@ -103,6 +105,7 @@ public static class Diagnosis
             MatmulBf16Size = bf16Size,
             Fp32Gemm = Sgemm.Describe(),
             PackedSgemmGflops = packed,
+            DiTElementwise = FusedOps.Describe(),
         };
     }
 }
