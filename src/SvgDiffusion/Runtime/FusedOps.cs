@@ -181,6 +181,8 @@ public static unsafe class FusedOps
         public int Heads;
         public float Eps;
 
+        // Fully optimised from the first call: these loops run once per op, too few calls for tiering to reach them soon.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Part(int t, int parts)
         {
             long lo = Rows * t / parts, hi = Rows * (t + 1) / parts;
@@ -188,6 +190,8 @@ public static unsafe class FusedOps
             else Rows_<float>(lo, hi);
         }
 
+        // Fully optimised from the first call: these loops run once per op, too few calls for tiering to reach them soon.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         readonly void Rows_<T>(long lo, long hi) where T : unmanaged
         {
             for (long r = lo; r < hi; r++)
