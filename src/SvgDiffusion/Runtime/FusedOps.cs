@@ -26,12 +26,12 @@ public static unsafe class FusedOps
     const long SerialBelow = 1 << 15;
 
     static readonly Lazy<string?> State = new(Decide);
-    static int _suspended;
+    static readonly Suspension Suspended = new();
 
     public static bool Supported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && OpenMpTeam.Available;
 
     /// <summary>Null when the fused kernels are in use; otherwise why the DiT runs libtorch's elementwise ops.</summary>
-    public static string? DisabledReason => _suspended > 0 ? "suspended" : State.Value;
+    public static string? DisabledReason => Suspended.Active ? "suspended" : State.Value;
 
     public static bool Enabled => DisabledReason == null;
 
@@ -39,17 +39,7 @@ public static unsafe class FusedOps
     public static string Describe() => DisabledReason is { } why ? $"libtorch ops: {why}" : "fused AVX-512 kernels (adaLN LayerNorm, gated residual, GELU, q/k norm)";
 
     /// <summary>Routes the DiT to libtorch's ops until disposed (benchmarks and tests compare the two).</summary>
-    public static IDisposable Suspend()
-    {
-        Interlocked.Increment(ref _suspended);
-        return new Resume();
-    }
-
-    sealed class Resume : IDisposable
-    {
-        int _done;
-        public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) Interlocked.Decrement(ref _suspended); }
-    }
+    public static IDisposable Suspend() => Suspended.Suspend();
 
     static string? Decide()
     {

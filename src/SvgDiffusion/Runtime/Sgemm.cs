@@ -55,10 +55,10 @@ public static class Sgemm
     static Action<string> Warn => KernelGuard.Warn;
 
     static readonly Lazy<(string? Reason, IReadOnlyList<KernelCheckResult> Checks)> State = new(Decide);
-    static int _suspended;
+    static readonly Suspension Suspended = new();
 
     /// <summary>Null when the packed GEMM is in use; otherwise why fp32 linears run on libtorch.</summary>
-    public static string? DisabledReason => _suspended > 0 ? "suspended" : State.Value.Reason;
+    public static string? DisabledReason => Suspended.Active ? "suspended" : State.Value.Reason;
 
     public static bool Enabled => DisabledReason == null;
 
@@ -73,17 +73,7 @@ public static class Sgemm
     };
 
     /// <summary>Routes fp32 linears to libtorch until disposed (benchmarks compare the two).</summary>
-    public static IDisposable Suspend()
-    {
-        Interlocked.Increment(ref _suspended);
-        return new Resume();
-    }
-
-    sealed class Resume : IDisposable
-    {
-        int _done;
-        public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) Interlocked.Decrement(ref _suspended); }
-    }
+    public static IDisposable Suspend() => Suspended.Suspend();
 
     static (string?, IReadOnlyList<KernelCheckResult>) Decide()
     {
