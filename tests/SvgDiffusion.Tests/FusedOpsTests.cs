@@ -26,6 +26,8 @@ public class FusedOpsTests
     {
         if (!FusedOps.Supported) { Assert.NotNull(FusedOps.DisabledReason); return; }
         Assert.Null(FusedOps.DisabledReason);
+        Assert.Equal(8, FusedOps.Checks.Count);
+        Assert.All(FusedOps.Checks, c => Assert.True(c.Error < 1e-5, $"{c.Kernel} {c.Case}: {c.Error}"));
         using (FusedOps.Suspend()) Assert.Equal("suspended", FusedOps.DisabledReason);
         Assert.True(FusedOps.Enabled);
     }

@@ -25,32 +25,79 @@ public static unsafe class FusedOps
     /// <summary>Below this many elements one thread does the pass: waking the second costs more.</summary>
     const long SerialBelow = 1 << 15;
 
-    static readonly Lazy<string?> State = new(Decide);
+    static readonly Lazy<(string? Reason, IReadOnlyList<KernelCheckResult> Checks)> State = new(Decide);
     static readonly Suspension Suspended = new();
 
     public static bool Supported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && OpenMpTeam.Available;
 
     /// <summary>Null when the fused kernels are in use; otherwise why the DiT runs libtorch's elementwise ops.</summary>
-    public static string? DisabledReason => Suspended.Active ? "suspended" : State.Value;
+    public static string? DisabledReason => Suspended.Active ? "suspended" : State.Value.Reason;
+
+    /// <summary>The float64 comparison that decided <see cref="Enabled"/> (empty where it did not run).</summary>
+    public static IReadOnlyList<KernelCheckResult> Checks => State.Value.Checks;
 
     public static bool Enabled => DisabledReason == null;
 
     /// <summary>One line for doctor and bench.</summary>
-    public static string Describe() => DisabledReason is { } why ? $"libtorch ops: {why}" : "fused AVX-512 kernels (adaLN LayerNorm, gated residual, GELU, q/k norm)";
+    public static string Describe() => DisabledReason is { } why ? $"libtorch ops: {why}" : $"fused AVX-512 kernels (adaLN LayerNorm, gated residual, GELU, q/k norm; checked against float64, max error {Checks.Max(c => c.Error):0.0e0})";
 
     /// <summary>Routes the DiT to libtorch's ops until disposed (benchmarks and tests compare the two).</summary>
     public static IDisposable Suspend() => Suspended.Suspend();
 
-    static string? Decide()
+    static (string?, IReadOnlyList<KernelCheckResult>) Decide()
     {
         string? env = Environment.GetEnvironmentVariable("SVGD_FUSED");
         if (env is not (null or "" or "auto" or "on"))
         {
             if (env != "off") throw new SvgdException($"SVGD_FUSED: '{env}' is not one of auto, on, off");
-            return "SVGD_FUSED=off";
+            return ("SVGD_FUSED=off", Array.Empty<KernelCheckResult>());
         }
-        if (!Supported) return Avx512BW.IsSupported ? "libtorch's OpenMP runtime not found" : "no AVX-512 on this CPU";
-        return null;
+        if (!Supported) return (Avx512BW.IsSupported ? "libtorch's OpenMP runtime not found" : "no AVX-512 on this CPU", Array.Empty<KernelCheckResult>());
+        var checks = Check();
+        var bad = checks.FirstOrDefault(c => !c.Passed);
+        if (bad == null) return (null, checks);
+        string line = KernelGuard.Describe(bad);
+        KernelGuard.Warn($"kernel check: {line}; the DiT keeps libtorch's elementwise ops");
+        return ($"failed its check: {line}", checks);
+    }
+
+    /// <summary>
+    /// Each kernel against float64 on the machine it runs on, once per process before first use, on widths
+    /// off the 16 lanes and sizes that split across threads (fp32; bf16 only adds the final rounding).
+    /// </summary>
+    public static List<KernelCheckResult> Check()
+    {
+        using var inference = torch.inference_mode(false);
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(0x5eed_f05e);
+        var results = new List<KernelCheckResult>();
+        void Add(string kernel, string what, Tensor actual, Tensor reference) =>
+            results.Add(new KernelCheckResult(kernel, what, "fp32", KernelCheck.Error(actual, reference), KernelCheck.Fp32Tolerance));
+        foreach (var (b, n, c) in new[] { (2, 5, 72), (3, 200, 256) })
+        {
+            var x = torch.randn(new long[] { b, n, c }, generator: g) * 2 + 1;
+            var y = torch.randn(new long[] { b, n, c }, generator: g);
+            var m = torch.randn(new long[] { b, 3 * c }, generator: g).chunk(3, dim: 1);
+            var x64 = x.to(ScalarType.Float64);
+            var m64 = m.Select(t => t.to(ScalarType.Float64).unsqueeze(1)).ToArray();
+            Add("adaLN layer_norm", $"[{b}, {n}, {c}]", ModulatedLayerNorm(x, m[0], m[1], 1e-6),
+                nn.functional.layer_norm(x64, new long[] { c }, eps: 1e-6) * (1 + m64[1]) + m64[0]);
+            Add("gated residual", $"[{b}, {n}, {c}]", GatedResidual(x, m[2], y, inPlace: false), x64 + m64[2] * y.to(ScalarType.Float64));
+            var h = x.clone();
+            GeluTanh_(h);
+            Add("gelu tanh", $"{h.numel()} values", h, nn.functional.gelu(x64, TorchSharp.Modules.GELU.Approximate.tanh));
+            int heads = c / 72 > 0 && c % 72 == 0 ? c / 72 : c / 64;
+            long d = c / heads;
+            var qkv = torch.randn(new long[] { b, n, 3 * c }, generator: g);
+            var w = torch.randn(new long[] { 4, d }, generator: g);
+            var reference = qkv.to(ScalarType.Float64).reshape(b, n, 3, heads, d);
+            var q = nn.functional.layer_norm(reference.select(2, 0), new long[] { d }, w[0].to(ScalarType.Float64), w[1].to(ScalarType.Float64), 1e-5);
+            var k = nn.functional.layer_norm(reference.select(2, 1), new long[] { d }, w[2].to(ScalarType.Float64), w[3].to(ScalarType.Float64), 1e-5);
+            HeadNorm_(qkv, heads, w[0], w[1], w[2], w[3], 1e-5);
+            Add("q/k layer_norm", $"[{b}, {n}, 3 x {heads} x {d}]", qkv.reshape(b, n, 3, heads, d).narrow(2, 0, 2), torch.stack(new[] { q, k }, 2));
+        }
+        return results;
     }
 
     /// <summary>
