@@ -63,5 +63,6 @@ public class BundledModelTests
         var images = torch.zeros(1, 3, full.ImageSize, full.ImageSize);
         var e = Assert.Throws<SvgdException>(() => decodeOnly.EncodeImages(images));
         Assert.Contains("decode only", e.Message);
+        Assert.Contains("decode only", Assert.Throws<SvgdException>(() => SvgAutoencoderCheckpoint.Save(decodeOnly, Path.Combine(Reference.TempDir(), "ae.safetensors"))).Message);
     }
 }

@@ -74,6 +74,8 @@ public static class SvgAutoencoderCheckpoint
     {
         if (!includeFrozenEncoder && !model.Config.IsResNet)
             throw new SvgdException("only a ResNet-18 autoencoder can be saved without its frozen encoder (DINOv3 weights are not shipped)");
+        if (includeFrozenEncoder && model.SemanticEncoder is DecodeOnlyEncoder)
+            throw new SvgdException($"{path}: this autoencoder was loaded to decode only; load it whole to save it with its frozen encoder");
         using var scope = torch.NewDisposeScope();
         var tensors = model.state_dict()
             .Where(kv => includeFrozenEncoder || !kv.Key.StartsWith(DinoPrefix, StringComparison.Ordinal))
