@@ -136,3 +136,38 @@ public class CheckpointTests
         Entry("archive/version", System.Text.Encoding.ASCII.GetBytes("3\n"));
     }
 }
+
+/// <summary>Loaders build models without drawing initial weights; the strict load then fills every one.</summary>
+public class SkippedInitialisationTests
+{
+    [Fact]
+    public void LoadedDiTMatchesTheSavedOneAndTheSkipEndsWithItsScope()
+    {
+        Assert.False(SvgDiffusion.Models.Common.WeightInit.Skipping);
+        using (SvgDiffusion.Models.Common.WeightInit.SkipForLoad()) Assert.True(SvgDiffusion.Models.Common.WeightInit.Skipping);
+        Assert.False(SvgDiffusion.Models.Common.WeightInit.Skipping);
+
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(8);
+        var cfg = new SvgDiffusion.Models.Diffusion.DiTConfig { InputSize = 4, InChannels = 8, HiddenSize = 64, Depth = 2, NumHeads = 2, NumClasses = 3 };
+        using var saved = new SvgDiffusion.Models.Diffusion.DiT(cfg);
+        using (torch.no_grad()) foreach (var p in saved.parameters()) p.add_(torch.randn_like(p) * 0.05);
+        saved.eval();
+        string path = Path.Combine(Reference.TempDir(), "dit.safetensors");
+        SvgDiffusion.Models.Diffusion.DiTCheckpoint.Save(saved, path);
+        using var loaded = SvgDiffusion.Models.Diffusion.DiTCheckpoint.Load(path);
+        Assert.False(SvgDiffusion.Models.Common.WeightInit.Skipping);
+        var x = torch.randn(2, 16, 8);
+        var t = torch.rand(2);
+        var y = torch.tensor(new long[] { 0, 2 });
+        using var _ = torch.inference_mode();
+        Assert.Equal(0.0, (saved.Forward(x, t, y) - loaded.Forward(x, t, y)).abs().max().item<float>());
+        // A model built outside the scope is initialised as before: same seed, same weights.
+        torch.manual_seed(8);
+        using var again = new SvgDiffusion.Models.Diffusion.DiT(cfg);
+        torch.manual_seed(8);
+        using var twice = new SvgDiffusion.Models.Diffusion.DiT(cfg);
+        foreach (var ((k, a), (_, b)) in again.state_dict().Zip(twice.state_dict()))
+            Assert.True(a.eq(b).all().item<bool>(), k);
+    }
+}

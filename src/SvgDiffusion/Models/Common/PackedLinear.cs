@@ -23,10 +23,18 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
 
     public PackedLinear(long inFeatures, long outFeatures, bool hasBias = true) : base("Linear")
     {
-        // Drawn by nn.Linear itself so seeded models start from the same weights as before.
-        using var init = torch.nn.Linear(inFeatures, outFeatures, hasBias);
-        _weight = new Parameter(init.weight!.detach().clone());
-        if (hasBias) _bias = new Parameter(init.bias!.detach().clone());
+        if (WeightInit.Skipping)
+        {
+            _weight = new Parameter(torch.empty(outFeatures, inFeatures));
+            if (hasBias) _bias = new Parameter(torch.empty(outFeatures));
+        }
+        else
+        {
+            // Drawn by nn.Linear itself so seeded models start from the same weights as before.
+            using var init = torch.nn.Linear(inFeatures, outFeatures, hasBias);
+            _weight = new Parameter(init.weight!.detach().clone());
+            if (hasBias) _bias = new Parameter(init.bias!.detach().clone());
+        }
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
         RegisterComponents();

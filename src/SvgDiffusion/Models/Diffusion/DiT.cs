@@ -41,7 +41,7 @@ public sealed class DiT : nn.Module
         ln1 = new PackedLinear(config.InChannels, d);
         final_layer = new FinalLayer(d, config.OutChannels);
         RegisterComponents();
-        InitializeWeights();
+        if (!WeightInit.Skipping) InitializeWeights();
     }
 
     /// <summary>DiT's initialisation: Xavier linears, small embeddings, and zeroed adaLN and output so every block starts as the identity.</summary>

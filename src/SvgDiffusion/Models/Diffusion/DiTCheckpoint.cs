@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Config;
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -56,8 +57,11 @@ public static class DiTCheckpoint
     {
         var inferred = Infer(sd, source);
         config = config == null ? inferred : CheckAgainst(config.Validate(source), inferred, source);
-        var model = new DiT(config);
-        StateDictLoader.Load(model, sd, source);
+        DiT model;
+        // Every weight comes from the file (the load below is strict), so none is drawn first.
+        using (WeightInit.SkipForLoad()) model = new DiT(config);
+        try { StateDictLoader.Load(model, sd, source); }
+        catch { model.Dispose(); throw; }
         model.eval();
         return model;
     }

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using SvgDiffusion.Checkpoints;
 using SvgDiffusion.Config;
+using SvgDiffusion.Models.Common;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -41,7 +42,9 @@ public static class Dinov3Checkpoint
         if (config == null && !official.ContainsKey("rope_embed.periods"))
             warn?.Invoke($"{source}: the file does not record the number of attention heads; assuming {inferred.NumHeads} (64-wide heads, as in every released DINOv3). Pass --preset or --config if that is wrong.");
         config = config == null ? inferred : CheckAgainst(config, inferred, official, source);
-        var model = new DinoVisionTransformer(config);
+        DinoVisionTransformer model;
+        // Every weight comes from the file (the load below is strict), so none is drawn first.
+        using (WeightInit.SkipForLoad()) model = new DinoVisionTransformer(config);
         if (layout == Dinov3Layout.HuggingFace)
         {
             // Transformers recomputes fp32 frequencies; keep that so HF weights reproduce HF outputs.
