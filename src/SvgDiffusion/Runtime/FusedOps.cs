@@ -44,22 +44,10 @@ public static unsafe class FusedOps
     /// <summary>Routes the DiT to libtorch's ops until disposed (benchmarks and tests compare the two).</summary>
     public static IDisposable Suspend() => Suspended.Suspend();
 
-    static (string?, IReadOnlyList<KernelCheckResult>) Decide()
-    {
-        string? env = Environment.GetEnvironmentVariable("SVGD_FUSED");
-        if (env is not (null or "" or "auto" or "on"))
-        {
-            if (env != "off") throw new SvgdException($"SVGD_FUSED: '{env}' is not one of auto, on, off");
-            return ("SVGD_FUSED=off", Array.Empty<KernelCheckResult>());
-        }
-        if (!Supported) return (Avx512BW.IsSupported ? "libtorch's OpenMP runtime not found" : "no AVX-512 on this CPU", Array.Empty<KernelCheckResult>());
-        var checks = Check();
-        var bad = checks.FirstOrDefault(c => !c.Passed);
-        if (bad == null) return (null, checks);
-        string line = KernelGuard.Describe(bad);
-        KernelGuard.Warn($"kernel check: {line}; the DiT keeps libtorch's elementwise ops");
-        return ($"failed its check: {line}", checks);
-    }
+    static (string?, IReadOnlyList<KernelCheckResult>) Decide() => KernelGuard.DecideOwnKernel(
+        "SVGD_FUSED", new[] { "auto", "on" }, "off",
+        Supported ? null : Avx512BW.IsSupported ? "libtorch's OpenMP runtime not found" : "no AVX-512 on this CPU",
+        Check, "the DiT keeps libtorch's elementwise ops");
 
     /// <summary>
     /// Each kernel against float64 on the machine it runs on, once per process before first use, on widths

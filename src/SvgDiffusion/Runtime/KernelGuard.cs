@@ -41,6 +41,30 @@ public static class KernelGuard
     public static readonly ConvPath[] Candidates = { ConvPath.PaddedChannels, ConvPath.OneDnnOff };
 
     /// <summary>Where one-line warnings go; the CLI points it at its error writer.</summary>
+    /// <summary>
+    /// Whether one of our own kernels is used: null when it is; otherwise why not: turned off by its
+    /// environment switch (<paramref name="env"/>=<paramref name="offValue"/>), not supported here
+    /// (<paramref name="unsupported"/>), or wrong in its float64 check on this machine, which also says so
+    /// in one warning line ending with <paramref name="fallback"/>.
+    /// </summary>
+    internal static (string? Reason, IReadOnlyList<KernelCheckResult> Checks) DecideOwnKernel(
+        string env, string[] onValues, string offValue, string? unsupported, Func<List<KernelCheckResult>> check, string fallback)
+    {
+        string? value = Environment.GetEnvironmentVariable(env);
+        if (!string.IsNullOrEmpty(value) && !onValues.Contains(value))
+        {
+            if (value != offValue) throw new SvgdException($"{env}: '{value}' is not one of {string.Join(", ", onValues.Append(offValue))}");
+            return ($"{env}={offValue}", Array.Empty<KernelCheckResult>());
+        }
+        if (unsupported != null) return (unsupported, Array.Empty<KernelCheckResult>());
+        var checks = check();
+        var bad = checks.FirstOrDefault(c => !c.Passed);
+        if (bad == null) return (null, checks);
+        string line = Describe(bad);
+        Warn($"kernel check: {line}; {fallback}");
+        return ($"failed its check: {line}", checks);
+    }
+
     public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
 
     static readonly object Gate = new();

@@ -51,9 +51,6 @@ public static class Sgemm
 
     public static bool Supported => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
 
-    /// <summary>Where the last warning line goes (the CLI points it at its error writer with <see cref="KernelGuard.Warn"/>).</summary>
-    static Action<string> Warn => KernelGuard.Warn;
-
     static readonly Lazy<(string? Reason, IReadOnlyList<KernelCheckResult> Checks)> State = new(Decide);
     static readonly Suspension Suspended = new();
 
@@ -75,22 +72,8 @@ public static class Sgemm
     /// <summary>Routes fp32 linears to libtorch until disposed (benchmarks compare the two).</summary>
     public static IDisposable Suspend() => Suspended.Suspend();
 
-    static (string?, IReadOnlyList<KernelCheckResult>) Decide()
-    {
-        if (!Supported) return ("no AVX-512 on this CPU", Array.Empty<KernelCheckResult>());
-        string? env = Environment.GetEnvironmentVariable("SVGD_FP32_GEMM");
-        if (env is not (null or "" or "packed" or "auto"))
-        {
-            if (env != "libtorch") throw new SvgdException($"SVGD_FP32_GEMM: '{env}' is not one of auto, packed, libtorch");
-            return ("SVGD_FP32_GEMM=libtorch", Array.Empty<KernelCheckResult>());
-        }
-        var checks = Check();
-        var bad = checks.FirstOrDefault(c => !c.Passed);
-        if (bad == null) return (null, checks);
-        string line = $"{KernelGuard.Describe(bad)}";
-        Warn($"kernel check: {line}; fp32 linears stay on libtorch's GEMM");
-        return ($"failed its check: {line}", checks);
-    }
+    static (string?, IReadOnlyList<KernelCheckResult>) Decide() => KernelGuard.DecideOwnKernel(
+        "SVGD_FP32_GEMM", new[] { "auto", "packed" }, "libtorch", Supported ? null : "no AVX-512 on this CPU", Check, "fp32 linears stay on libtorch's GEMM");
 
     /// <summary>
     /// Shapes that reach every edge: rows off the 6-row tile, outputs off the 64-wide panel, K over
