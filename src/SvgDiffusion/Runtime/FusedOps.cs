@@ -62,7 +62,7 @@ public static unsafe class FusedOps
         var results = new List<KernelCheckResult>();
         void Add(string kernel, string what, Tensor actual, Tensor reference) =>
             results.Add(new KernelCheckResult(kernel, what, "fp32", KernelCheck.Error(actual, reference), KernelCheck.Fp32Tolerance));
-        foreach (var (b, n, c) in new[] { (2, 5, 72), (3, 200, 256) })
+        foreach (var (b, n, c, heads) in new[] { (2, 5, 72, 1), (3, 200, 256, 4) })
         {
             var x = torch.randn(new long[] { b, n, c }, generator: g) * 2 + 1;
             var y = torch.randn(new long[] { b, n, c }, generator: g);
@@ -75,7 +75,6 @@ public static unsafe class FusedOps
             var h = x.clone();
             GeluTanh_(h);
             Add("gelu tanh", $"{h.numel()} values", h, nn.functional.gelu(x64, TorchSharp.Modules.GELU.Approximate.tanh));
-            int heads = c / 72 > 0 && c % 72 == 0 ? c / 72 : c / 64;
             long d = c / heads;
             var qkv = torch.randn(new long[] { b, n, 3 * c }, generator: g);
             var w = torch.randn(new long[] { 4, d }, generator: g);
@@ -134,7 +133,7 @@ public static unsafe class FusedOps
         if (inPlace && !x.is_contiguous()) throw new ArgumentException("FusedOps.GatedResidual: in place needs a contiguous x");
         using var yc = Contiguous(y);
         using var g = Fp32(gate);
-        Tensor xc = inPlace ? x : Contiguous(x);
+        using var xc = Contiguous(x);
         var o = inPlace ? x : torch.empty_like(xc);
         var job = new Job
         {
@@ -142,7 +141,6 @@ public static unsafe class FusedOps
             A = (float*)Ptr(g), Rows = b * n, RowsPerBatch = n, C = c,
         };
         Run(ref job, x.numel());
-        if (!inPlace && !ReferenceEquals(xc, x)) xc.Dispose();
         return o;
     }
 
@@ -206,7 +204,7 @@ public static unsafe class FusedOps
         public int Heads;
         public float Eps;
 
-        // Fully optimised from the first call: these loops run once per op, too few calls for tiering to reach them soon.
+        // Part and Rows_ are fully optimised from the first call: they run once per op, too few calls for tiering to reach them soon.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Part(int t, int parts)
         {
@@ -215,7 +213,6 @@ public static unsafe class FusedOps
             else Rows_<float>(lo, hi);
         }
 
-        // Fully optimised from the first call: these loops run once per op, too few calls for tiering to reach them soon.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         readonly void Rows_<T>(long lo, long hi) where T : unmanaged
         {
