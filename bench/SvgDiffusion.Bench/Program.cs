@@ -22,11 +22,11 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 Console.WriteLine($"threads: {torch.get_num_threads()}");
-var (p32, p16, physical, rows) = Benchmarks.Run(o, Console.WriteLine);
+var (p32, p16, physical, physical16, rows) = Benchmarks.Run(o, Console.WriteLine);
 Console.WriteLine();
 Console.WriteLine($"{"stage",-40} {"dtype",-5} {"batch",5} {"items/s",9} {"GFLOP/item",10} {"GFLOP/s",8} {"of physical",12} {"of library mm",14}");
 foreach (var r in rows)
     Console.WriteLine($"{r.Name,-40} {r.Dtype,-5} {r.Batch,5} {r.ItemsPerSecond,9:F2} {r.GflopPerItem,10:F1} {r.Gflops,8:F1} {r.FractionOfPhysicalPeak,12:P1} {r.FractionOfDtypePeak,14:P1}");
 if (json != null)
-    File.WriteAllText(json, JsonSerializer.Serialize(new { physical_peak_fp32_gflops = physical, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, SvgDiffusion.Runtime.Finite.MetricsJson));
+    File.WriteAllText(json, JsonSerializer.Serialize(new { physical_peak_fp32_gflops = physical, physical_peak_bf16_gflops = physical16, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, SvgDiffusion.Runtime.Finite.MetricsJson));
 return 0;

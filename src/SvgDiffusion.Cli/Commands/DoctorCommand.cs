@@ -79,11 +79,14 @@ internal static class DoctorCommand
         foreach (var reason in r.Verdict.Rejected) console.MarkupLine($"rejected: {Markup.Escape(reason)}");
         console.MarkupLine($"path: [bold]{Markup.Escape(KernelGuard.Describe(r.Verdict.Path))}[/]" +
                            (r.Verdict.AllPassed ? " [green](every check passes)[/]" : " [red](some checks fail on every path: results may be wrong)[/]"));
-        console.MarkupLine($"physical fp32 peak: {r.PhysicalFp32Gflops:F1} GFLOP/s ({r.VectorBits}-bit FMA on {r.TorchThreads} threads)");
+        console.MarkupLine($"physical fp32 peak: {r.PhysicalFp32Gflops:F1} GFLOP/s ({r.VectorBits}-bit FMA on {r.TorchThreads} threads)" +
+                           (double.IsNaN(r.PhysicalBf16Gflops) ? "" : $"; bf16 {r.PhysicalBf16Gflops:F1} GFLOP/s ({(Evaluation.PhysicalPeak.Bf16Measured ? "VDPBF16PS, measured" : "estimated: twice fp32")})"));
         console.MarkupLine($"library matmul: fp32 {r.MatmulFp32Gflops:F1} GFLOP/s ({r.MatmulFp32Size}^3, {r.MatmulFp32Gflops / r.PhysicalFp32Gflops:P0} of physical), bf16 {r.MatmulBf16Gflops:F1} GFLOP/s ({r.MatmulBf16Size}^3)" +
                            (r.IsaFlags.GetValueOrDefault("avx512_bf16") || r.IsaFlags.GetValueOrDefault("amx_bf16") ? "" : "; no native bf16 on this CPU: fp32 is the fast precision here"));
         console.MarkupLine($"fp32 linears: {Markup.Escape(r.Fp32Gemm)}" +
                            (double.IsNaN(r.PackedSgemmGflops) ? "" : $"; {r.PackedSgemmGflops:F1} GFLOP/s on 512x1152 -> 4608 ({r.PackedSgemmGflops / r.PhysicalFp32Gflops:P0} of physical)"));
+        console.MarkupLine($"bf16 linears (inference): {Markup.Escape(r.Bf16Gemm)}" +
+                           (double.IsNaN(r.PackedBf16Gflops) ? "" : $"; {r.PackedBf16Gflops:F1} GFLOP/s on 512x1152 -> 4608 ({r.PackedBf16Gflops / r.PhysicalBf16Gflops:P0} of physical)"));
         console.MarkupLine($"DiT inference elementwise: {Markup.Escape(r.DiTElementwise)}");
     }
 

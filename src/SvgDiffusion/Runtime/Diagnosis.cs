@@ -33,6 +33,8 @@ public sealed record DiagnosisReport
     public required double CheckSeconds { get; init; }
     /// <summary>The CPU's own fp32 FMA rate on the torch threads (<see cref="PhysicalPeak"/>), and the vector width used.</summary>
     public required double PhysicalFp32Gflops { get; init; }
+    /// <summary>The bf16 peak (<see cref="Evaluation.PhysicalPeak.Bf16Gflops"/>), NaN where bf16 is emulated.</summary>
+    public required double PhysicalBf16Gflops { get; init; }
     public required int VectorBits { get; init; }
     public required double MatmulFp32Gflops { get; init; }
     public required int MatmulFp32Size { get; init; }
@@ -41,6 +43,9 @@ public sealed record DiagnosisReport
     /// <summary>Which fp32 GEMM the model linears use (<see cref="Sgemm.Describe"/>), and its rate on a DiT-XL MLP shape (NaN when it is libtorch's).</summary>
     public required string Fp32Gemm { get; init; }
     public required double PackedSgemmGflops { get; init; }
+    /// <summary>Which bf16 GEMM the model linears use in inference (<see cref="Bf16Gemm.Describe"/>), and its rate on the same shape (NaN when it is libtorch's).</summary>
+    public required string Bf16Gemm { get; init; }
+    public required double PackedBf16Gflops { get; init; }
     /// <summary>Which elementwise path DiT inference takes (<see cref="FusedOps.Describe"/>).</summary>
     public required string DiTElementwise { get; init; }
     /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
@@ -69,6 +74,7 @@ public static class Diagnosis
         var (fp32, fp32Size) = Throughput.MatmulGflopsWithin(ScalarType.Float32, budgetSeconds: 1.5);
         var (bf16, bf16Size) = Throughput.MatmulGflopsWithin(ScalarType.BFloat16, budgetSeconds: 1.5);
         double packed = Throughput.PackedSgemmGflops();
+        double packedBf16 = Throughput.PackedBf16GemmGflops();
         return new DiagnosisReport
         {
             CpuModel = cpu.Model,
@@ -98,6 +104,7 @@ public static class Diagnosis
             NativeConv = native,
             CheckSeconds = checkSeconds,
             PhysicalFp32Gflops = physical,
+            PhysicalBf16Gflops = Evaluation.PhysicalPeak.Bf16Gflops(physical) ?? double.NaN,
             VectorBits = PhysicalPeak.VectorBits,
             MatmulFp32Gflops = fp32,
             MatmulFp32Size = fp32Size,
@@ -105,6 +112,8 @@ public static class Diagnosis
             MatmulBf16Size = bf16Size,
             Fp32Gemm = Sgemm.Describe(),
             PackedSgemmGflops = packed,
+            Bf16Gemm = Runtime.Bf16Gemm.Describe(),
+            PackedBf16Gflops = packedBf16,
             DiTElementwise = FusedOps.Describe(),
         };
     }

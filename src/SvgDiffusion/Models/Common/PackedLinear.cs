@@ -10,8 +10,9 @@ namespace SvgDiffusion.Models.Common;
 /// <summary>
 /// <c>nn.Linear</c> — same parameters, initialisation and state-dict keys — whose fp32 products run
 /// on <see cref="Sgemm"/>'s packed AVX-512 GEMM instead of libtorch's (MKL's, slow on AMD): inference
-/// directly, training through an autograd function whose backward uses the same GEMM. Other dtypes,
-/// matrix-vector sized inputs and bias-free training take libtorch's linear.
+/// directly, training through an autograd function whose backward uses the same GEMM. bf16 inference
+/// runs on <see cref="Bf16Gemm"/> where the CPU has AVX512-BF16. Other dtypes, matrix-vector sized
+/// inputs, bf16 training and bias-free training take libtorch's linear.
 /// </summary>
 public sealed class PackedLinear : Module<Tensor, Tensor>
 {
@@ -87,12 +88,12 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
 /// One weight's packed copy, kept while the weight is unchanged: same tensor object, same storage,
 /// same version counter. An optimizer step, an EMA update or a state-dict load writes the weight in
 /// place and bumps its version, so the next forward repacks; a dtype or device move makes a new
-/// tensor. The copy costs as much memory as the fp32 weight.
+/// tensor. The copy costs as much memory as the weight.
 /// </summary>
 public sealed class PackedWeightSlot : IDisposable
 {
     readonly object _gate = new();
-    PackedWeight? _packed;
+    IDisposable? _packed;
     Tensor? _source;
     IntPtr _data;
     long _version;
@@ -100,18 +101,20 @@ public sealed class PackedWeightSlot : IDisposable
     /// <summary>How many times a weight was packed into this slot.</summary>
     public int PackCount { get; private set; }
 
-    enum Route { LibTorch, Inference, Training }
+    enum Route { LibTorch, Inference, Training, InferenceBf16 }
 
     /// <summary><c>linear(x, weight, bias)</c>, on the packed GEMM where it applies.</summary>
     public Tensor Linear(Tensor x, Tensor weight, Tensor? bias) => Choose(x, weight, bias) switch
     {
-        Route.Inference => Sgemm.Linear(x, Get(weight), bias),
-        Route.Training => PackedLinearFunction.apply(x, weight, bias!, Get(weight)),
+        Route.Inference => Sgemm.Linear(x, Get(weight, Sgemm.Pack), bias),
+        Route.Training => PackedLinearFunction.apply(x, weight, bias!, Get(weight, Sgemm.Pack)),
+        Route.InferenceBf16 => Bf16Gemm.Linear(x, Get(weight, Bf16Gemm.Pack), bias),
         _ => functional.linear(x, weight, bias),
     };
 
     static Route Choose(Tensor x, Tensor weight, Tensor? bias)
     {
+        if (x.dtype == ScalarType.BFloat16) return ChooseBf16(x, weight, bias);
         if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return Route.LibTorch;
         if (bias is not null && (bias.dtype != ScalarType.Float32 || bias.device_type != DeviceType.CPU)) return Route.LibTorch;
         if (x.dim() == 0 || weight.dim() != 2 || x.shape[^1] != weight.shape[1]) return Route.LibTorch; // libtorch words the error
@@ -123,19 +126,31 @@ public sealed class PackedWeightSlot : IDisposable
         return bias is null || x.dim() < 2 ? Route.LibTorch : Route.Training;
     }
 
-    PackedWeight Get(Tensor weight)
+    static Route ChooseBf16(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (weight.dtype != ScalarType.BFloat16 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return Route.LibTorch;
+        if (bias is not null && (bias.dtype != ScalarType.BFloat16 || bias.device_type != DeviceType.CPU || bias.numel() != weight.shape[0])) return Route.LibTorch;
+        if (x.dim() == 0 || !Bf16Gemm.Fits(weight) || x.shape[^1] != weight.shape[1]) return Route.LibTorch;
+        if (x.numel() / Math.Max(1, weight.shape[1]) < Bf16Gemm.MinRows) return Route.LibTorch;
+        if (LibTorchNative.IsInference(weight) || !Bf16Gemm.Enabled) return Route.LibTorch;
+        bool grad = torch.is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true);
+        return grad ? Route.LibTorch : Route.InferenceBf16;
+    }
+
+    T Get<T>(Tensor weight, Func<Tensor, T> pack) where T : class, IDisposable
     {
         IntPtr data = LibTorchNative.DataPointer(weight);
         long version = LibTorchNative.Version(weight);
         lock (_gate)
         {
-            if (_packed != null && ReferenceEquals(_source, weight) && _data == data && _version == version) return _packed;
+            if (_packed is T kept && ReferenceEquals(_source, weight) && _data == data && _version == version) return kept;
             _packed?.Dispose();
             _packed = null;
-            _packed = Sgemm.Pack(weight);
+            var packed = pack(weight);
+            _packed = packed;
             PackCount++;
             (_source, _data, _version) = (weight, data, version);
-            return _packed;
+            return packed;
         }
     }
 

@@ -1,0 +1,57 @@
+using System.Runtime.InteropServices;
+
+namespace SvgDiffusion.Runtime;
+
+/// <summary>
+/// Our C kernels (src/SvgDiffusion/Native, built by build/NativeKernels.targets into
+/// <see cref="FileName"/> beside the assemblies): the instructions .NET's intrinsics do not reach.
+/// Loaded on first use; where the file is missing (no C compiler at build time, another OS) every
+/// caller stays on libtorch and <see cref="MissingReason"/> says why.
+/// </summary>
+static unsafe class NativeKernels
+{
+    public const string FileName = "libsvgd_kernels.so";
+
+    public static readonly delegate* unmanaged<int, int, long> Bf16PackedElements;
+    public static readonly delegate* unmanaged<ushort*, int, int, ushort*, void> Bf16Pack;
+    public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16LinearPart;
+    public static readonly delegate* unmanaged<long> Bf16DotFlopsPerIteration;
+    public static readonly delegate* unmanaged<long, float> Bf16DotLoop;
+
+    /// <summary>Null when the library is loaded; otherwise why not.</summary>
+    public static string? MissingReason { get; }
+
+    static NativeKernels()
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            MissingReason = "native kernels are built for Linux x64 only";
+            return;
+        }
+        string? path = new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(NativeKernels).Assembly.Location) ?? "" }
+            .Select(d => Path.Combine(d, FileName)).FirstOrDefault(File.Exists);
+        if (path == null)
+        {
+            MissingReason = $"{FileName} was not built (no C compiler with -mavx512bf16 at build time)";
+            return;
+        }
+        if (!NativeLibrary.TryLoad(path, out IntPtr lib))
+        {
+            MissingReason = $"{path}: cannot be loaded";
+            return;
+        }
+        IntPtr Symbol(string name) => NativeLibrary.TryGetExport(lib, name, out IntPtr p) ? p : IntPtr.Zero;
+        IntPtr elements = Symbol("svgd_bf16_packed_elements"), pack = Symbol("svgd_bf16_pack"), part = Symbol("svgd_bf16_linear_part"),
+            flops = Symbol("svgd_bf16_dot_flops_per_iteration"), loop = Symbol("svgd_bf16_dot_loop");
+        if (elements == IntPtr.Zero || pack == IntPtr.Zero || part == IntPtr.Zero || flops == IntPtr.Zero || loop == IntPtr.Zero)
+        {
+            MissingReason = $"{path}: lacks entry points (stale build?)";
+            return;
+        }
+        Bf16PackedElements = (delegate* unmanaged<int, int, long>)elements;
+        Bf16Pack = (delegate* unmanaged<ushort*, int, int, ushort*, void>)pack;
+        Bf16LinearPart = (delegate* unmanaged<IntPtr, int, int, void>)part;
+        Bf16DotFlopsPerIteration = (delegate* unmanaged<long>)flops;
+        Bf16DotLoop = (delegate* unmanaged<long, float>)loop;
+    }
+}
