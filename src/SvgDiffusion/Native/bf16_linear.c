@@ -17,12 +17,7 @@
  * its own run of panels (or, when there are too few panels, of row tiles). Within a part, a block of
  * panels small enough to stay in L2 meets every row tile before the next block is read.
  */
-#include <immintrin.h>
-#include <stdint.h>
-#include <stddef.h>
-
-#define ROWS 14
-#define COLS 32
+#include "bf16_tile.h"
 /* Panels per block: this many bytes of packed weight stay in L2 while the row tiles pass. */
 #define BLOCK_BYTES (288 * 1024)
 
@@ -43,69 +38,19 @@ int64_t svgd_bf16_packed_elements(int32_t n, int32_t k)
 
 void svgd_bf16_pack(const uint16_t *w, int32_t n, int32_t k, uint16_t *panels)
 {
-    const uint32_t *w32 = (const uint32_t *)w; /* a pair of bf16 is one 32-bit word */
-    int32_t pairs = k / 2, count = (n + COLS - 1) / COLS;
-    for (int32_t j = 0; j < count; j++)
-    {
-        uint32_t *out = (uint32_t *)panels + (int64_t)j * pairs * COLS;
-        for (int32_t c = 0; c < COLS; c++)
-        {
-            int32_t row = j * COLS + c;
-            const uint32_t *src = w32 + (int64_t)row * pairs;
-            for (int32_t p = 0; p < pairs; p++) out[(int64_t)p * COLS + c] = row < n ? src[p] : 0u;
-        }
-    }
-}
-
-static inline __m512 load_bias(const uint16_t *bias, __mmask16 mask)
-{
-    if (!bias) return _mm512_setzero_ps();
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, bias));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
-/* One tile: rows [0, rows) of x (rows <= ROWS, a constant where inlined) against one panel. */
-static inline __attribute__((always_inline)) void tile(int rows, const uint16_t *x, int64_t ldx, const uint16_t *panel,
-                                                       int32_t pairs, const uint16_t *bias, uint16_t *y, int64_t ldy,
-                                                       __mmask16 lo, __mmask16 hi)
-{
-    __m512 acc[ROWS][2];
-#pragma GCC unroll 14
-    for (int r = 0; r < ROWS; r++)
-        if (r < rows) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int32_t p = 0; p < pairs; p++)
-    {
-        __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + (int64_t)p * 2 * COLS);
-        __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + (int64_t)p * 2 * COLS + COLS);
-#pragma GCC unroll 14
-        for (int r = 0; r < ROWS; r++)
-            if (r < rows)
-            {
-                __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(x + r * ldx + 2 * p));
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, w0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, w1);
-            }
-    }
-    __m512 b0 = load_bias(bias, lo), b1 = load_bias(bias ? bias + 16 : 0, hi);
-#pragma GCC unroll 14
-    for (int r = 0; r < ROWS; r++)
-        if (r < rows)
-        {
-            _mm256_mask_storeu_epi16(y + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[r][0], b0)));
-            _mm256_mask_storeu_epi16(y + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[r][1], b1)));
-        }
+    bf16_pack_rows(w, k, n, k, panels);
 }
 
 __attribute__((noinline)) static void tile_full(const uint16_t *x, int64_t ldx, const uint16_t *panel, int32_t pairs,
                                                 const uint16_t *bias, uint16_t *y, int64_t ldy, __mmask16 lo, __mmask16 hi)
 {
-    tile(ROWS, x, ldx, panel, pairs, bias, y, ldy, lo, hi);
+    bf16_tile(ROWS, x, ldx, panel, pairs, STORE_BF16, bias, y, ldy, 0, lo, hi);
 }
 
 __attribute__((noinline)) static void tile_edge(int rows, const uint16_t *x, int64_t ldx, const uint16_t *panel, int32_t pairs,
                                                 const uint16_t *bias, uint16_t *y, int64_t ldy, __mmask16 lo, __mmask16 hi)
 {
-    tile(rows, x, ldx, panel, pairs, bias, y, ldy, lo, hi);
+    bf16_tile(rows, x, ldx, panel, pairs, STORE_BF16, bias, y, ldy, 0, lo, hi);
 }
 
 /* Row tiles [t0, t1) against panels [j0, j1). */

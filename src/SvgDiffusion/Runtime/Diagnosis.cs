@@ -46,6 +46,8 @@ public sealed record DiagnosisReport
     /// <summary>Which bf16 GEMM the model linears use in inference (<see cref="Bf16Gemm.Describe"/>), and its rate on the same shape (NaN when it is libtorch's).</summary>
     public required string Bf16Gemm { get; init; }
     public required double PackedBf16Gflops { get; init; }
+    /// <summary>Which attention bf16 inference takes (<see cref="Bf16Attention.Describe"/>).</summary>
+    public required string Bf16Attention { get; init; }
     /// <summary>Which elementwise path DiT inference takes (<see cref="FusedOps.Describe"/>).</summary>
     public required string DiTElementwise { get; init; }
     /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
@@ -114,6 +116,7 @@ public static class Diagnosis
             PackedSgemmGflops = packed,
             Bf16Gemm = Runtime.Bf16Gemm.Describe(),
             PackedBf16Gflops = packedBf16,
+            Bf16Attention = Runtime.Bf16Attention.Describe(),
             DiTElementwise = FusedOps.Describe(),
         };
     }

@@ -15,6 +15,7 @@ static unsafe class NativeKernels
     public static readonly delegate* unmanaged<int, int, long> Bf16PackedElements;
     public static readonly delegate* unmanaged<ushort*, int, int, ushort*, void> Bf16Pack;
     public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16LinearPart;
+    public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16AttentionPart;
     public static readonly delegate* unmanaged<long> Bf16DotFlopsPerIteration;
     public static readonly delegate* unmanaged<long, float> Bf16DotLoop;
 
@@ -42,8 +43,8 @@ static unsafe class NativeKernels
         }
         IntPtr Symbol(string name) => NativeLibrary.TryGetExport(lib, name, out IntPtr p) ? p : IntPtr.Zero;
         IntPtr elements = Symbol("svgd_bf16_packed_elements"), pack = Symbol("svgd_bf16_pack"), part = Symbol("svgd_bf16_linear_part"),
-            flops = Symbol("svgd_bf16_dot_flops_per_iteration"), loop = Symbol("svgd_bf16_dot_loop");
-        if (elements == IntPtr.Zero || pack == IntPtr.Zero || part == IntPtr.Zero || flops == IntPtr.Zero || loop == IntPtr.Zero)
+            attention = Symbol("svgd_bf16_attention_part"), flops = Symbol("svgd_bf16_dot_flops_per_iteration"), loop = Symbol("svgd_bf16_dot_loop");
+        if (new[] { elements, pack, part, attention, flops, loop }.Contains(IntPtr.Zero))
         {
             MissingReason = $"{path}: lacks entry points (stale build?)";
             return;
@@ -51,6 +52,7 @@ static unsafe class NativeKernels
         Bf16PackedElements = (delegate* unmanaged<int, int, long>)elements;
         Bf16Pack = (delegate* unmanaged<ushort*, int, int, ushort*, void>)pack;
         Bf16LinearPart = (delegate* unmanaged<IntPtr, int, int, void>)part;
+        Bf16AttentionPart = (delegate* unmanaged<IntPtr, int, int, void>)attention;
         Bf16DotFlopsPerIteration = (delegate* unmanaged<long>)flops;
         Bf16DotLoop = (delegate* unmanaged<long, float>)loop;
     }

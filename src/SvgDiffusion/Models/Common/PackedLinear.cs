@@ -11,8 +11,8 @@ namespace SvgDiffusion.Models.Common;
 /// <c>nn.Linear</c> — same parameters, initialisation and state-dict keys — whose fp32 products run
 /// on <see cref="Sgemm"/>'s packed AVX-512 GEMM instead of libtorch's (MKL's, slow on AMD): inference
 /// directly, training through an autograd function whose backward uses the same GEMM. bf16 inference
-/// runs on <see cref="Bf16Gemm"/> where the CPU has AVX512-BF16. Other dtypes, matrix-vector sized
-/// inputs, bf16 training and bias-free training take libtorch's linear.
+/// runs on <see cref="Bf16Gemm"/> where the CPU has AVX512-BF16. Other dtypes, fp32 matrix-vector
+/// sized inputs, bf16 training and bias-free fp32 training take libtorch's linear.
 /// </summary>
 public sealed class PackedLinear : Module<Tensor, Tensor>
 {
@@ -131,7 +131,6 @@ public sealed class PackedWeightSlot : IDisposable
         if (weight.dtype != ScalarType.BFloat16 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return Route.LibTorch;
         if (bias is not null && (bias.dtype != ScalarType.BFloat16 || bias.device_type != DeviceType.CPU || bias.numel() != weight.shape[0])) return Route.LibTorch;
         if (x.dim() == 0 || !Bf16Gemm.Fits(weight) || x.shape[^1] != weight.shape[1]) return Route.LibTorch;
-        if (x.numel() / Math.Max(1, weight.shape[1]) < Bf16Gemm.MinRows) return Route.LibTorch;
         if (LibTorchNative.IsInference(weight) || !Bf16Gemm.Enabled) return Route.LibTorch;
         bool grad = torch.is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true);
         return grad ? Route.LibTorch : Route.InferenceBf16;

@@ -66,6 +66,9 @@ public sealed class Attention : Module<Tensor, Tensor>
             FusedOps.HeadNorm_(y, _heads, qn.Weight, qn.Bias, kn.Weight, kn.Bias, qn.Eps);
             fused = true;
         }
+        // In bf16 inference the whole attention reads the qkv output in place and writes proj's input.
+        if ((fused || q_norm is not PrecisionLayerNorm) && Bf16Attention.Applies(y, _heads))
+            return proj.forward(Bf16Attention.Attend(y, _heads)).MoveToOuterDisposeScope();
         var parts = y.reshape(b, n, 3, _heads, c / _heads).permute(2, 0, 3, 1, 4).unbind(0);
         var q = fused ? parts[0] : q_norm.forward(parts[0]);
         var k = fused ? parts[1] : k_norm.forward(parts[1]);
