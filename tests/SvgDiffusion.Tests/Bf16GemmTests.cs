@@ -33,7 +33,7 @@ public class Bf16GemmTests
         }
         // The build compiles Native/*.c; a missing library here is a build fault, not a skip.
         Assert.Null(Bf16Gemm.DisabledReason);
-        Assert.Equal(5, Bf16Gemm.Checks.Count);
+        Assert.Equal(6, Bf16Gemm.Checks.Count);
         Assert.All(Bf16Gemm.Checks, c => Assert.True(c.Error < Bf16Gemm.Tolerance, $"{c.Case}: {c.Error}"));
         Assert.StartsWith("packed AVX512-BF16", Bf16Gemm.Describe());
         using (Bf16Gemm.Suspend()) Assert.Equal("suspended", Bf16Gemm.DisabledReason);
@@ -70,6 +70,57 @@ public class Bf16GemmTests
             var excess = ((y.to(ScalarType.Float64) - reference).abs() - slack).max().item<double>();
             Assert.True(excess <= 0, $"{threads} threads: beyond one rounding by {excess}");
         }
+    }
+
+    [Theory]
+    [InlineData(15, 392, 136)]
+    [InlineData(40, 1152, 70)]
+    public void GeluEpilogueMatchesFloat64(int rows, int k, int n)
+    {
+        if (!Bf16Gemm.Enabled) { Assert.False(HasBf16Instructions, Bf16Gemm.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(9);
+        var x = torch.randn(new long[] { rows, k }, generator: g).to(ScalarType.BFloat16);
+        // pre-activations over several units, both signs, where GELU bends
+        var w = (torch.randn(new long[] { n, k }, generator: g) * (3 / Math.Sqrt(k))).to(ScalarType.BFloat16);
+        var b = torch.randn(new long[] { n }, generator: g).to(ScalarType.BFloat16);
+        using var packed = Bf16Gemm.Pack(w);
+        var pre = x.to(ScalarType.Float64).matmul(w.to(ScalarType.Float64).t()) + b.to(ScalarType.Float64);
+        var reference = nn.functional.gelu(pre, TorchSharp.Modules.GELU.Approximate.tanh);
+        var slack = reference.abs() / 256 + 1e-3 * reference.abs().max();
+        foreach (int threads in new[] { 1, 2 })
+        {
+            var y = Bf16Gemm.Linear(x, packed, b, threads, geluTanh: true);
+            var excess = ((y.to(ScalarType.Float64) - reference).abs() - slack).max().item<double>();
+            Assert.True(excess <= 0, $"{threads} threads: beyond one rounding by {excess}");
+        }
+    }
+
+    [Fact]
+    public void FeedForwardFusesItsGeluInBf16InferenceOnly()
+    {
+        if (!Bf16Gemm.Enabled) { Assert.False(HasBf16Instructions, Bf16Gemm.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(10);
+        var mlp = new FeedForward(96, 384);
+        mlp.to(ScalarType.BFloat16);
+        var x = torch.randn(3, 30, 96).to(ScalarType.BFloat16);
+        var fc1 = (PackedLinear)mlp.named_children().First(c => c.name == "fc1").module;
+        Tensor fused, separate;
+        using (torch.inference_mode())
+        {
+            Assert.NotNull(fc1.ForwardGeluTanhFused(x));
+            fused = mlp.forward(x);
+            using (Bf16Gemm.Suspend())
+            {
+                Assert.Null(fc1.ForwardGeluTanhFused(x));
+                separate = mlp.forward(x);
+            }
+        }
+        // The fused GELU sees the fp32 sum; the separate one its bf16 rounding: neighbours, not equals.
+        Assert.True(RelativeError(fused, separate) < 2e-2, $"{RelativeError(fused, separate)}");
+        var trained = mlp.forward(x.requires_grad_(true));
+        Assert.True(trained.requires_grad);
     }
 
     [Fact]

@@ -24,24 +24,6 @@ typedef struct
     int32_t failed; /* set when a part could not allocate its scratch; the caller raises */
 } svgd_bf16_attention_job;
 
-/* e^x for x <= 0 (scores minus their maximum), relative error about 2e-7: the probabilities are rounded to bf16 next. */
-static inline __m512 exp_nonpositive(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    /* Taylor to r^6 on |r| <= ln2/2 */
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 static inline __mmask16 tail_mask(int32_t left) { return left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1); }
 
 /*
@@ -106,7 +88,7 @@ static void head(const svgd_bf16_attention_job *job, int32_t b, int32_t h, uint1
             for (int32_t j = 0; j < ldp; j += 16)
             {
                 __mmask16 keep = tail_mask(n - j), inside = tail_mask(ldp - j);
-                __m512 e = _mm512_maskz_mov_ps(keep, exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(keep, sr + j), m), scale)));
+                __m512 e = _mm512_maskz_mov_ps(keep, bf16_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(keep, sr + j), m), scale)));
                 __m256i eb = (__m256i)_mm512_cvtneps_pbh(e);
                 /* the sum of what p·v multiplies: the rounded probabilities */
                 sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(eb), 16)));

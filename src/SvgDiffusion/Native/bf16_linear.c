@@ -29,6 +29,7 @@ typedef struct
     uint16_t *y;            /* [m, n] */
     int32_t m, k, n;
     int32_t split_rows;     /* nonzero: parts divide the row tiles; zero: the panels */
+    int32_t gelu_tanh;      /* nonzero: y = gelu_tanh(x·Wᵀ + b), the activation applied before the rounding */
 } svgd_bf16_linear_job;
 
 int64_t svgd_bf16_packed_elements(int32_t n, int32_t k)
@@ -53,6 +54,18 @@ __attribute__((noinline)) static void tile_edge(int rows, const uint16_t *x, int
     bf16_tile(rows, x, ldx, panel, pairs, STORE_BF16, bias, y, ldy, 0, lo, hi);
 }
 
+__attribute__((noinline)) static void tile_full_gelu(const uint16_t *x, int64_t ldx, const uint16_t *panel, int32_t pairs,
+                                                     const uint16_t *bias, uint16_t *y, int64_t ldy, __mmask16 lo, __mmask16 hi)
+{
+    bf16_tile(ROWS, x, ldx, panel, pairs, STORE_BF16_GELU, bias, y, ldy, 0, lo, hi);
+}
+
+__attribute__((noinline)) static void tile_edge_gelu(int rows, const uint16_t *x, int64_t ldx, const uint16_t *panel, int32_t pairs,
+                                                     const uint16_t *bias, uint16_t *y, int64_t ldy, __mmask16 lo, __mmask16 hi)
+{
+    bf16_tile(rows, x, ldx, panel, pairs, STORE_BF16_GELU, bias, y, ldy, 0, lo, hi);
+}
+
 /* Row tiles [t0, t1) against panels [j0, j1). */
 static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32_t j0, int32_t j1)
 {
@@ -75,7 +88,12 @@ static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32
                 const uint16_t *panel = job->panels + (int64_t)j * pairs * COLS * 2;
                 const uint16_t *bias = job->bias ? job->bias + (int64_t)j * COLS : 0;
                 uint16_t *y = job->y + (int64_t)row * job->n + (int64_t)j * COLS;
-                if (rows == ROWS) tile_full(x, job->k, panel, pairs, bias, y, job->n, lo, hi);
+                if (job->gelu_tanh)
+                {
+                    if (rows == ROWS) tile_full_gelu(x, job->k, panel, pairs, bias, y, job->n, lo, hi);
+                    else tile_edge_gelu(rows, x, job->k, panel, pairs, bias, y, job->n, lo, hi);
+                }
+                else if (rows == ROWS) tile_full(x, job->k, panel, pairs, bias, y, job->n, lo, hi);
                 else tile_edge(rows, x, job->k, panel, pairs, bias, y, job->n, lo, hi);
             }
         }

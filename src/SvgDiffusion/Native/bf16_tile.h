@@ -1,7 +1,8 @@
 /*
  * The register tile shared by the bf16 GEMM and attention: ROWS rows of x (broadcast in pairs)
  * against one packed panel of COLS outputs, fp32 accumulators over the whole reduction, then one of
- * two stores: bf16 with an optional bf16 bias (linears), or fp32 (attention scores and outputs).
+ * three stores: bf16 with an optional bf16 bias (linears), the same through GELU (the MLP's first
+ * linear), or fp32 (attention scores and outputs).
  */
 #ifndef SVGD_BF16_TILE_H
 #define SVGD_BF16_TILE_H
@@ -14,6 +15,33 @@
 #define COLS 32
 #define STORE_BF16 0
 #define STORE_F32 1
+#define STORE_BF16_GELU 2 /* bf16 after bias and the tanh-approximated GELU, both in fp32 */
+
+/* e^x on [-87, 88] (clamped outside), relative error about 2e-7. */
+static inline __m512 bf16_exp(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    /* Taylor to r^6 on |r| <= ln2/2 */
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* GELU, tanh form: u·σ(2z) = u / (1 + e^(-2z)) with z = √(2/π)·(u + 0.044715·u³), equal to ½u(1 + tanh z). */
+static inline __m512 bf16_gelu_tanh(__m512 u)
+{
+    __m512 u3 = _mm512_mul_ps(_mm512_mul_ps(u, u), u);
+    __m512 z = _mm512_mul_ps(_mm512_fmadd_ps(u3, _mm512_set1_ps(0.044715f), u), _mm512_set1_ps(-2.0f * 0.7978845608028654f));
+    return _mm512_div_ps(u, _mm512_add_ps(_mm512_set1_ps(1.0f), bf16_exp(z)));
+}
 
 /*
  * Packs n rows of a bf16 matrix (row stride ldw elements, k columns, k even) as panels of COLS
@@ -81,8 +109,10 @@ static inline __attribute__((always_inline)) void bf16_tile(int rows, const uint
     for (int r = 0; r < ROWS; r++)
         if (r < rows)
         {
-            _mm256_mask_storeu_epi16(y + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[r][0], b0)));
-            _mm256_mask_storeu_epi16(y + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[r][1], b1)));
+            __m512 v0 = _mm512_add_ps(acc[r][0], b0), v1 = _mm512_add_ps(acc[r][1], b1);
+            if (store == STORE_BF16_GELU) v0 = bf16_gelu_tanh(v0), v1 = bf16_gelu_tanh(v1);
+            _mm256_mask_storeu_epi16(y + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(v0));
+            _mm256_mask_storeu_epi16(y + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(v1));
         }
 }
 

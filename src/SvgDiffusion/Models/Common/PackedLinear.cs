@@ -74,6 +74,12 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => _packed.Linear(x, _weight, _bias);
 
+    /// <summary>
+    /// <c>gelu_tanh(linear(x))</c> in one pass where the bf16 GEMM takes this product (its epilogue applies
+    /// the activation in fp32); null where it does not, and the caller applies the activation itself.
+    /// </summary>
+    public Tensor? ForwardGeluTanhFused(Tensor x) => _packed.LinearGeluTanh(x, _weight, _bias);
+
     /// <summary>How many times the weight was packed: once while it is unchanged, again after each write.</summary>
     public int PackCount => _packed.PackCount;
 
@@ -111,6 +117,10 @@ public sealed class PackedWeightSlot : IDisposable
         Route.InferenceBf16 => Bf16Gemm.Linear(x, Get(weight, Bf16Gemm.Pack), bias),
         _ => functional.linear(x, weight, bias),
     };
+
+    /// <summary><c>gelu_tanh(linear(x, weight, bias))</c> on the bf16 GEMM, or null where that route does not apply.</summary>
+    public Tensor? LinearGeluTanh(Tensor x, Tensor weight, Tensor? bias) =>
+        Choose(x, weight, bias) == Route.InferenceBf16 ? Bf16Gemm.Linear(x, Get(weight, Bf16Gemm.Pack), bias, geluTanh: true) : null;
 
     static Route Choose(Tensor x, Tensor weight, Tensor? bias)
     {

@@ -23,6 +23,9 @@ public sealed class FeedForward : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        // bf16 inference: the activation runs in fc1's GEMM epilogue, on the fp32 sum.
+        using (var fused = fc1.ForwardGeluTanhFused(x))
+            if (fused is not null) return fc2.forward(fused);
         using var h = fc1.forward(x);
         // DiT trained with the tanh approximation; the exact erf form would shift outputs by ~1e-4.
         if (FusedOps.Applies(h) && h.is_contiguous())
