@@ -24,9 +24,7 @@ public static unsafe class Bf16Attention
     static readonly Lazy<(string? Reason, IReadOnlyList<KernelCheckResult> Checks)> State = new(Decide);
     static readonly Suspension Suspended = new();
 
-    static string? UnsupportedReason =>
-        !CpuInfo.Current.Has("avx512_bf16") ? "no AVX512-BF16 on this CPU"
-        : NativeKernels.MissingReason ?? (OpenMpTeam.Available ? null : "libtorch's OpenMP runtime was not found");
+    static string? UnsupportedReason => NativeKernels.Bf16UnsupportedReason;
 
     public static bool Supported => UnsupportedReason == null;
 

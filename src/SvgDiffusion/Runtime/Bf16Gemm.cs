@@ -51,9 +51,7 @@ public static unsafe class Bf16Gemm
 
     public static bool Supported => UnsupportedReason == null;
 
-    static string? UnsupportedReason =>
-        !CpuInfo.Current.Has("avx512_bf16") ? "no AVX512-BF16 on this CPU"
-        : NativeKernels.MissingReason ?? (OpenMpTeam.Available ? null : "libtorch's OpenMP runtime was not found");
+    static string? UnsupportedReason => NativeKernels.Bf16UnsupportedReason;
 
     /// <summary>Null when bf16 linears use this GEMM; otherwise why they run on libtorch.</summary>
     public static string? DisabledReason => Suspended.Active ? "suspended" : State.Value.Reason;

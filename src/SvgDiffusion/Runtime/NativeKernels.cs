@@ -22,6 +22,11 @@ static unsafe class NativeKernels
     /// <summary>Null when the library is loaded; otherwise why not.</summary>
     public static string? MissingReason { get; }
 
+    /// <summary>Null where the bf16 kernels can run (AVX512-BF16, the library, libtorch's OpenMP team); otherwise why not.</summary>
+    public static string? Bf16UnsupportedReason =>
+        !CpuInfo.Current.Has("avx512_bf16") ? "no AVX512-BF16 on this CPU"
+        : MissingReason ?? (OpenMpTeam.Available ? null : "libtorch's OpenMP runtime was not found");
+
     static NativeKernels()
     {
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
