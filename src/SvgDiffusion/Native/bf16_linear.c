@@ -100,9 +100,6 @@ static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32
     }
 }
 
-int32_t svgd_bf16_linear_rows_per_tile(void) { return ROWS; }
-int32_t svgd_bf16_linear_cols_per_panel(void) { return COLS; }
-
 void svgd_bf16_linear_part(const svgd_bf16_linear_job *job, int32_t part, int32_t parts)
 {
     int32_t tiles = (job->m + ROWS - 1) / ROWS, panels = (job->n + COLS - 1) / COLS;

@@ -129,6 +129,9 @@ public static unsafe class Bf16Gemm
         return new PackedBf16Weight(panels, n, k);
     }
 
+    /// <summary>The C kernel's register tile (ROWS and COLS in Native/bf16_tile.h): rows of x per tile, outputs per panel.</summary>
+    const int TileRows = 14, PanelColumns = 32;
+
     [StructLayout(LayoutKind.Sequential)]
     struct Job
     {
@@ -170,7 +173,7 @@ public static unsafe class Bf16Gemm
             if (threads <= 0) threads = Math.Max(1, Math.Min(torch.get_num_threads(), Environment.ProcessorCount));
             // Small products do not repay waking a second thread.
             if ((double)job.M * job.N * job.K < 4e6) threads = 1;
-            int panels = (job.N + 31) / 32, tiles = (job.M + 13) / 14;
+            int panels = (job.N + PanelColumns - 1) / PanelColumns, tiles = (job.M + TileRows - 1) / TileRows;
             // Split the output panels when there are enough to go round, the row tiles otherwise.
             job.SplitRows = panels >= 2 * threads ? 0 : 1;
             int parts = Math.Max(1, Math.Min(threads, job.SplitRows != 0 ? tiles : panels));
