@@ -14,15 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include "bf16_tile.h"
-
-typedef struct
-{
-    const uint16_t *qkv; /* [batch, tokens, 3, heads, dim] */
-    uint16_t *out;       /* [batch, tokens, heads, dim] */
-    int32_t batch, tokens, heads, dim;
-    float scale;
-    int32_t failed; /* set when a part could not allocate its scratch; the caller raises */
-} svgd_bf16_attention_job;
+#include "bf16_jobs.h"
 
 static inline __mmask16 tail_mask(int32_t left) { return left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1); }
 
@@ -113,9 +105,13 @@ static void head(const svgd_bf16_attention_job *job, int32_t b, int32_t h, uint1
 
 void svgd_bf16_attention_part(svgd_bf16_attention_job *job, int32_t part, int32_t parts)
 {
+    (void)part;
+    (void)parts;
     int32_t units = job->batch * job->heads;
-    int32_t lo = (int32_t)((int64_t)units * part / parts), hi = (int32_t)((int64_t)units * (part + 1) / parts);
-    if (lo >= hi) return;
+    /* Each thread takes the next (image, head) from a shared counter rather than a fixed share: a
+       thread slowed by its sibling or the hypervisor then takes fewer instead of holding up the team. */
+    int32_t u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+    if (u >= units) return;
     int32_t n = job->tokens, d = job->dim;
     int32_t key_panels = (n + COLS - 1) / COLS, dim_panels = (d + COLS - 1) / COLS, key_pairs = (n + 1) / 2;
     size_t kp_bytes = (size_t)key_panels * COLS * d * 2, vp_bytes = (size_t)dim_panels * COLS * key_pairs * 2 * 2;
@@ -131,6 +127,6 @@ void svgd_bf16_attention_part(svgd_bf16_attention_job *job, int32_t part, int32_
     float *s = (float *)((char *)vp + ROUND64(vp_bytes));
     uint16_t *pr = (uint16_t *)((char *)s + ROUND64(s_bytes));
     float *o = (float *)((char *)pr + ROUND64(p_bytes));
-    for (int32_t u = lo; u < hi; u++) head(job, u / job->heads, u % job->heads, kp, vp, s, pr, o);
+    for (; u < units; u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED)) head(job, u / job->heads, u % job->heads, kp, vp, s, pr, o);
     free(scratch);
 }

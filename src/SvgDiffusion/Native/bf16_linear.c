@@ -13,24 +13,17 @@
  * k in registers, so the sum is rounded to bf16 once, after the bias (fp32) is added: one rounding,
  * like libtorch's. k must be even (every model's is); the caller routes odd k to libtorch.
  *
- * Threads: the caller runs svgd_bf16_linear_part on each thread of libtorch's OpenMP team, each on
- * its own run of panels (or, when there are too few panels, of row tiles). Within a part, a block of
- * panels small enough to stay in L2 meets every row tile before the next block is read.
+ * Threads: the caller runs svgd_bf16_linear_part on each thread of libtorch's OpenMP team. The work
+ * is cut into units, a block of panels small enough to stay in L2 meeting every row tile (or, when
+ * there are too few panels, a row tile meeting every panel), and each thread takes the next unit
+ * from a shared counter until none is left. A fixed half each made the first thread to finish spin
+ * at the region's end for the other, slowed by its sibling or by the hypervisor: 3-4% of a DiT-XL
+ * forward on the 2-core VM.
  */
 #include "bf16_tile.h"
+#include "bf16_jobs.h"
 /* Panels per block: this many bytes of packed weight stay in L2 while the row tiles pass. */
 #define BLOCK_BYTES (288 * 1024)
-
-typedef struct
-{
-    const uint16_t *x;      /* [m, k], rows contiguous */
-    const uint16_t *panels; /* svgd_bf16_pack's output */
-    const uint16_t *bias;   /* [n] bf16, or NULL */
-    uint16_t *y;            /* [m, n] */
-    int32_t m, k, n;
-    int32_t split_rows;     /* nonzero: parts divide the row tiles; zero: the panels */
-    int32_t gelu_tanh;      /* nonzero: y = gelu_tanh(x·Wᵀ + b), the activation applied before the rounding */
-} svgd_bf16_linear_job;
 
 int64_t svgd_bf16_packed_elements(int32_t n, int32_t k)
 {
@@ -66,13 +59,10 @@ __attribute__((noinline)) static void tile_edge_gelu(int rows, const uint16_t *x
     bf16_tile(rows, x, ldx, panel, pairs, STORE_BF16_GELU, bias, y, ldy, 0, lo, hi);
 }
 
-/* Row tiles [t0, t1) against panels [j0, j1). */
-static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32_t j0, int32_t j1)
+/* Row tiles [t0, t1) against panels [j0, j1), a block of per_block panels at a time. */
+static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32_t j0, int32_t j1, int32_t per_block)
 {
     int32_t pairs = job->k / 2;
-    int64_t panel_bytes = (int64_t)pairs * COLS * 2 * 2;
-    int32_t per_block = (int32_t)(BLOCK_BYTES / panel_bytes);
-    if (per_block < 1) per_block = 1;
     for (int32_t jb = j0; jb < j1; jb += per_block)
     {
         int32_t je = jb + per_block < j1 ? jb + per_block : j1;
@@ -100,12 +90,20 @@ static void block(const svgd_bf16_linear_job *job, int32_t t0, int32_t t1, int32
     }
 }
 
-void svgd_bf16_linear_part(const svgd_bf16_linear_job *job, int32_t part, int32_t parts)
+void svgd_bf16_linear_part(svgd_bf16_linear_job *job, int32_t part, int32_t parts)
 {
+    (void)part;
     int32_t tiles = (job->m + ROWS - 1) / ROWS, panels = (job->n + COLS - 1) / COLS;
-    int32_t total = job->split_rows ? tiles : panels;
-    int32_t lo = (int32_t)((int64_t)total * part / parts), hi = (int32_t)((int64_t)total * (part + 1) / parts);
-    if (lo >= hi) return;
-    if (job->split_rows) block(job, lo, hi, 0, panels);
-    else block(job, 0, tiles, lo, hi);
+    int64_t panel_bytes = (int64_t)(job->k / 2) * COLS * 2 * 2;
+    int32_t per_block = (int32_t)(BLOCK_BYTES / panel_bytes);
+    /* At least four units per thread, so that the last ones to be taken are short. */
+    int32_t fair = panels / (4 * (parts > 0 ? parts : 1));
+    if (per_block > fair) per_block = fair;
+    if (per_block < 1) per_block = 1;
+    int32_t units = job->split_rows ? tiles : (panels + per_block - 1) / per_block;
+    for (int32_t u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED); u < units; u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED))
+    {
+        if (job->split_rows) block(job, u, u + 1, 0, panels, per_block);
+        else block(job, 0, tiles, u * per_block, u * per_block + per_block < panels ? u * per_block + per_block : panels, per_block);
+    }
 }

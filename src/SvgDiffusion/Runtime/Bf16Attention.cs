@@ -82,12 +82,14 @@ public static unsafe class Bf16Attention
         && !(torch.is_grad_enabled() && qkv.requires_grad);
 
     [StructLayout(LayoutKind.Sequential)]
-    struct Job
+    internal struct Job
     {
         public ushort* Qkv, Out;
         public int Batch, Tokens, Heads, Dim;
         public float Scale;
         public int Failed;
+        /// <summary>The next (image, head), taken by the team's threads from a shared counter (starts at zero).</summary>
+        public int Next;
     }
 
     [UnmanagedCallersOnly]

@@ -133,10 +133,12 @@ public static unsafe class Bf16Gemm
     const int TileRows = 14, PanelColumns = 32;
 
     [StructLayout(LayoutKind.Sequential)]
-    struct Job
+    internal struct Job
     {
         public ushort* X, Panels, Bias, Y;
         public int M, K, N, SplitRows, GeluTanh;
+        /// <summary>The next unit of work, taken by the team's threads from a shared counter (starts at zero).</summary>
+        public int Next;
     }
 
     [UnmanagedCallersOnly]
