@@ -88,6 +88,7 @@ internal static class DoctorCommand
         console.MarkupLine($"bf16 linears (inference): {Markup.Escape(r.Bf16Gemm)}" +
                            (double.IsNaN(r.PackedBf16Gflops) ? "" : $"; {r.PackedBf16Gflops:F1} GFLOP/s on 512x1152 -> 4608 ({r.PackedBf16Gflops / r.PhysicalBf16Gflops:P0} of physical)"));
         console.MarkupLine($"bf16 attention (inference): {Markup.Escape(r.Bf16Attention)}");
+        console.MarkupLine($"bf16 DiT blocks (inference): {Markup.Escape(r.Bf16DiTBlock)}");
         console.MarkupLine($"DiT inference elementwise: {Markup.Escape(r.DiTElementwise)}");
     }
 

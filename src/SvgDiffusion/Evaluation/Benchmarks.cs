@@ -44,6 +44,7 @@ public static class Benchmarks
         log?.Invoke($"fp32 linears: {Runtime.Sgemm.Describe()}");
         log?.Invoke($"bf16 linears (inference): {Runtime.Bf16Gemm.Describe()}");
         log?.Invoke($"bf16 attention (inference): {Runtime.Bf16Attention.Describe()}");
+        log?.Invoke($"bf16 DiT blocks (inference): {Runtime.Bf16DiTBlock.Describe()}");
         log?.Invoke($"DiT inference elementwise: {Runtime.FusedOps.Describe()}");
         log?.Invoke($"physical peak ({PhysicalPeak.VectorBits}-bit FMA, {torch.get_num_threads()} threads): fp32 {physical32:F1} GFLOP/s, bf16 {physical16:F1} GFLOP/s ({(PhysicalPeak.Bf16Measured ? "VDPBF16PS, measured" : "estimated: twice fp32")}); " +
                     $"library matmul: fp32 {peak32:F1} GFLOP/s (2048^3, {peak32 / physical32:P0} of physical), bf16 {(double.IsNaN(peak16) ? "not measured" : $"{peak16:F1} GFLOP/s")}");

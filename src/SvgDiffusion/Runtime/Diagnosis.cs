@@ -48,6 +48,8 @@ public sealed record DiagnosisReport
     public required double PackedBf16Gflops { get; init; }
     /// <summary>Which attention bf16 inference takes (<see cref="Bf16Attention.Describe"/>).</summary>
     public required string Bf16Attention { get; init; }
+    /// <summary>How bf16 inference runs a DiT block (<see cref="Bf16DiTBlock.Describe"/>).</summary>
+    public required string Bf16DiTBlock { get; init; }
     /// <summary>Which elementwise path DiT inference takes (<see cref="FusedOps.Describe"/>).</summary>
     public required string DiTElementwise { get; init; }
     /// <summary>True when some check fails on every path: results computed here may be wrong.</summary>
@@ -117,6 +119,7 @@ public static class Diagnosis
             Bf16Gemm = Runtime.Bf16Gemm.Describe(),
             PackedBf16Gflops = packedBf16,
             Bf16Attention = Runtime.Bf16Attention.Describe(),
+            Bf16DiTBlock = Runtime.Bf16DiTBlock.Describe(),
             DiTElementwise = FusedOps.Describe(),
         };
     }

@@ -16,6 +16,8 @@ static unsafe class NativeKernels
     public static readonly delegate* unmanaged<ushort*, int, int, ushort*, void> Bf16Pack;
     public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16LinearPart;
     public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16AttentionPart;
+    public static readonly delegate* unmanaged<IntPtr, int, int, void> Bf16DiTBlockPart;
+    public static readonly delegate* unmanaged<long> Bf16DiTBlockJobBytes;
     public static readonly delegate* unmanaged<long> Bf16DotFlopsPerIteration;
     public static readonly delegate* unmanaged<long, float> Bf16DotLoop;
 
@@ -48,8 +50,9 @@ static unsafe class NativeKernels
         }
         IntPtr Symbol(string name) => NativeLibrary.TryGetExport(lib, name, out IntPtr p) ? p : IntPtr.Zero;
         IntPtr elements = Symbol("svgd_bf16_packed_elements"), pack = Symbol("svgd_bf16_pack"), part = Symbol("svgd_bf16_linear_part"),
-            attention = Symbol("svgd_bf16_attention_part"), flops = Symbol("svgd_bf16_dot_flops_per_iteration"), loop = Symbol("svgd_bf16_dot_loop");
-        if (new[] { elements, pack, part, attention, flops, loop }.Contains(IntPtr.Zero))
+            attention = Symbol("svgd_bf16_attention_part"), flops = Symbol("svgd_bf16_dot_flops_per_iteration"), loop = Symbol("svgd_bf16_dot_loop"),
+            block = Symbol("svgd_bf16_dit_block_part"), blockBytes = Symbol("svgd_bf16_dit_block_job_bytes");
+        if (new[] { elements, pack, part, attention, flops, loop, block, blockBytes }.Contains(IntPtr.Zero))
         {
             MissingReason = $"{path}: lacks entry points (stale build?)";
             return;
@@ -58,6 +61,8 @@ static unsafe class NativeKernels
         Bf16Pack = (delegate* unmanaged<ushort*, int, int, ushort*, void>)pack;
         Bf16LinearPart = (delegate* unmanaged<IntPtr, int, int, void>)part;
         Bf16AttentionPart = (delegate* unmanaged<IntPtr, int, int, void>)attention;
+        Bf16DiTBlockPart = (delegate* unmanaged<IntPtr, int, int, void>)block;
+        Bf16DiTBlockJobBytes = (delegate* unmanaged<long>)blockBytes;
         Bf16DotFlopsPerIteration = (delegate* unmanaged<long>)flops;
         Bf16DotLoop = (delegate* unmanaged<long, float>)loop;
     }

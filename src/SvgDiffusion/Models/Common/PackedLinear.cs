@@ -83,6 +83,9 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
     /// <summary>How many times the weight was packed: once while it is unchanged, again after each write.</summary>
     public int PackCount => _packed.PackCount;
 
+    /// <summary>The packed bf16 weight when this linear runs on the bf16 GEMM in inference; null otherwise (see <see cref="Bf16DiTBlock"/>).</summary>
+    internal PackedBf16Weight? InferenceBf16Weight() => _packed.InferenceBf16Weight(_weight, _bias);
+
     protected override void Dispose(bool disposing)
     {
         if (disposing) _packed.Dispose();
@@ -138,13 +141,23 @@ public sealed class PackedWeightSlot : IDisposable
 
     static Route ChooseBf16(Tensor x, Tensor weight, Tensor? bias)
     {
-        if (weight.dtype != ScalarType.BFloat16 || x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return Route.LibTorch;
-        if (bias is not null && (bias.dtype != ScalarType.BFloat16 || bias.device_type != DeviceType.CPU || bias.numel() != weight.shape[0])) return Route.LibTorch;
-        if (x.dim() == 0 || !Bf16Gemm.Fits(weight) || x.shape[^1] != weight.shape[1]) return Route.LibTorch;
-        if (LibTorchNative.IsInference(weight) || !Bf16Gemm.Enabled) return Route.LibTorch;
+        if (x.device_type != DeviceType.CPU || !Bf16Operands(weight, bias)) return Route.LibTorch;
+        if (x.dim() == 0 || x.shape[^1] != weight.shape[1]) return Route.LibTorch;
         bool grad = torch.is_grad_enabled() && (x.requires_grad || weight.requires_grad || bias?.requires_grad == true);
         return grad ? Route.LibTorch : Route.InferenceBf16;
     }
+
+    /// <summary>Whether the bf16 GEMM takes this weight and bias (bf16 on the CPU, an even number of inputs, the kernel enabled).</summary>
+    static bool Bf16Operands(Tensor weight, Tensor? bias)
+    {
+        if (weight.dtype != ScalarType.BFloat16 || weight.device_type != DeviceType.CPU) return false;
+        if (bias is not null && (bias.dtype != ScalarType.BFloat16 || bias.device_type != DeviceType.CPU || bias.numel() != weight.shape[0])) return false;
+        return Bf16Gemm.Fits(weight) && !LibTorchNative.IsInference(weight) && Bf16Gemm.Enabled;
+    }
+
+    /// <summary>The packed bf16 weight where this linear would run on the bf16 GEMM with autograd off; null elsewhere.</summary>
+    public PackedBf16Weight? InferenceBf16Weight(Tensor weight, Tensor? bias) =>
+        !torch.is_grad_enabled() && Bf16Operands(weight, bias) ? Get(weight, Bf16Gemm.Pack) : null;
 
     T Get<T>(Tensor weight, Func<Tensor, T> pack) where T : class, IDisposable
     {

@@ -31,6 +31,11 @@ public sealed class Attention : Module<Tensor, Tensor>
     }
 
     internal IEnumerable<PackedLinear> Linears => new[] { qkv, proj };
+    internal int Heads => _heads;
+    internal PackedLinear Qkv => qkv;
+    internal PackedLinear Proj => proj;
+    /// <summary>The q and k norms, or null without qk-norm.</summary>
+    internal (PrecisionLayerNorm Q, PrecisionLayerNorm K)? QkNorms => q_norm is PrecisionLayerNorm q && k_norm is PrecisionLayerNorm k ? (q, k) : null;
 
     /// <summary>Sequences up to this long take <see cref="AttendShort"/> in bf16 inference.</summary>
     internal const int ShortSequence = 32;

@@ -50,11 +50,31 @@ public sealed class DiTBlock : nn.Module
             ? FusedOps.ModulatedLayerNorm(x, shift, scale, NormEps)
             : Modulate(Norm(norm, x), shift, scale);
 
+    /// <summary>The block's operands for <see cref="Bf16DiTBlock"/> where every linear runs on the bf16 GEMM; null elsewhere.</summary>
+    Bf16DiTBlockWeights? NativeWeights()
+    {
+        if (attn.Qkv.InferenceBf16Weight() is not { } qkv || attn.Proj.InferenceBf16Weight() is not { } proj
+            || mlp.Fc1.InferenceBf16Weight() is not { } fc1 || mlp.Fc2.InferenceBf16Weight() is not { } fc2) return null;
+        var norms = attn.QkNorms;
+        if (norms is { } n && (n.Q.Eps != n.K.Eps || n.Q.Weight.dtype != ScalarType.BFloat16 || n.K.Weight.dtype != ScalarType.BFloat16)) return null;
+        return new Bf16DiTBlockWeights(attn.Heads, NormEps, norms?.Q.Eps ?? 0, qkv, attn.Qkv.bias, proj, attn.Proj.bias, fc1, mlp.Fc1.bias, fc2, mlp.Fc2.bias,
+            norms?.Q.Weight, norms?.Q.Bias, norms?.K.Weight, norms?.K.Bias);
+    }
+
     /// <param name="x">[B, N, C] tokens.</param>
     /// <param name="c">[B, C] condition.</param>
     public Tensor Forward(Tensor x, Tensor c)
     {
         using var scope = torch.NewDisposeScope();
+        if (Bf16DiTBlock.Applies(x, attn.Heads) && NativeWeights() is { } w)
+        {
+            using var modulation = adaLN_modulation.forward(c);
+            if (modulation.dtype == ScalarType.BFloat16 && modulation.dim() == 2)
+            {
+                using var mc = modulation.contiguous();
+                return Bf16DiTBlock.Forward(x, mc, w).MoveToOuterDisposeScope();
+            }
+        }
         var m = adaLN_modulation.forward(c).chunk(6, dim: 1);
         // Order as in DiT: shift, scale, gate for attention, then for the MLP.
         var a = attn.forward(NormModulate(norm1, x, m[0], m[1]));

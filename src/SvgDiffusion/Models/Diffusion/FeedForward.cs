@@ -20,6 +20,8 @@ public sealed class FeedForward : Module<Tensor, Tensor>
     }
 
     internal IEnumerable<PackedLinear> Linears => new[] { fc1, fc2 };
+    internal PackedLinear Fc1 => fc1;
+    internal PackedLinear Fc2 => fc2;
 
     public override Tensor forward(Tensor x)
     {

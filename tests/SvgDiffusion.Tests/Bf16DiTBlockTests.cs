@@ -1,0 +1,153 @@
+using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+using Xunit;
+
+namespace SvgDiffusion.Tests;
+
+/// <summary>
+/// The DiT block as one native region in bf16 inference: in use on CPUs with AVX512-BF16, right
+/// against float64 on shapes off its tiles, with and without q/k-norm, on 1-3 threads; the same as
+/// the block composed from separate calls inside a DiT; out of the way of autograd; one clear error
+/// for operands that do not fit.
+/// </summary>
+public class Bf16DiTBlockTests
+{
+    static bool HasBf16Instructions => CpuInfo.Current.Has("avx512_bf16");
+
+    static double RelativeError(Tensor actual, Tensor reference)
+    {
+        using var scope = torch.NewDisposeScope();
+        var r = reference.to(ScalarType.Float64);
+        return (actual.to(ScalarType.Float64) - r).abs().max().item<double>() / r.abs().max().item<double>();
+    }
+
+    /// <summary>Random bf16 operands of one block; the caller disposes the packed weights.</summary>
+    static (Tensor X, Tensor Mod, Bf16DiTBlockWeights Weights, Tensor[] Raw) Operands(int b, int n, int c, int heads, int hidden, bool qkNorm, Generator g)
+    {
+        Tensor Bf16(long[] shape, double std) => (torch.randn(shape, generator: g) * std).to(ScalarType.BFloat16);
+        var raw = new[] { Bf16(new long[] { 3 * c, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, c }, 1 / Math.Sqrt(c)),
+            Bf16(new long[] { hidden, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, hidden }, 1 / Math.Sqrt(hidden)) };
+        var bias = new[] { Bf16(new long[] { 3 * c }, 0.1), Bf16(new long[] { c }, 0.1), Bf16(new long[] { hidden }, 0.1), Bf16(new long[] { c }, 0.1) };
+        int d = c / heads;
+        var norms = qkNorm ? new[] { Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1), Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1) } : null;
+        var packed = raw.Select(Bf16Gemm.Pack).ToArray();
+        var weights = new Bf16DiTBlockWeights(heads, 1e-6, 1e-5, packed[0], bias[0], packed[1], bias[1], packed[2], bias[2], packed[3], bias[3],
+            norms?[0], norms?[1], norms?[2], norms?[3]);
+        return (Bf16(new long[] { b, n, c }, 1), Bf16(new long[] { b, 6 * c }, 0.5), weights, raw);
+    }
+
+    static void DisposePacked(Bf16DiTBlockWeights w)
+    {
+        w.Qkv.Dispose();
+        w.Proj.Dispose();
+        w.Fc1.Dispose();
+        w.Fc2.Dispose();
+    }
+
+    [Fact]
+    public void IsInUseWhereTheCpuHasAvx512Bf16()
+    {
+        if (!HasBf16Instructions)
+        {
+            Assert.Equal("no AVX512-BF16 on this CPU", Bf16DiTBlock.DisabledReason);
+            return;
+        }
+        Assert.Null(Bf16DiTBlock.DisabledReason);
+        Assert.Equal(4, Bf16DiTBlock.Checks.Count);
+        Assert.All(Bf16DiTBlock.Checks, c => Assert.True(c.Error < Bf16DiTBlock.Tolerance, $"{c.Case}: {c.Error}"));
+        using (Bf16DiTBlock.Suspend()) Assert.False(Bf16DiTBlock.Enabled);
+        // The block runs the GEMM and attention kernels: it stands down with either.
+        using (Bf16Gemm.Suspend()) Assert.StartsWith("bf16 GEMM", Bf16DiTBlock.DisabledReason);
+        using (Bf16Attention.Suspend()) Assert.StartsWith("bf16 attention", Bf16DiTBlock.DisabledReason);
+        Assert.True(Bf16DiTBlock.Enabled);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 32, 1, 64, true)]
+    [InlineData(2, 13, 64, 4, 256, true)]
+    [InlineData(3, 15, 96, 3, 200, false)]
+    [InlineData(1, 33, 80, 5, 336, true)]
+    [InlineData(2, 64, 384, 6, 1536, true)]
+    public void MatchesFloat64(int batch, int tokens, int channels, int heads, int hidden, bool qkNorm)
+    {
+        if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(21);
+        var (x, mod, w, raw) = Operands(batch, tokens, channels, heads, hidden, qkNorm, g);
+        try
+        {
+            var reference = Bf16DiTBlock.Reference(x, mod, w, raw);
+            var before = x.clone();
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                var y = Bf16DiTBlock.Forward(x, mod, w, threads);
+                Assert.Equal(x.shape, y.shape);
+                Assert.True(RelativeError(y, reference) < Bf16DiTBlock.Tolerance, $"{threads} threads: {RelativeError(y, reference)}");
+            }
+            Assert.True(x.equal(before).all().item<bool>(), "the block wrote into its input");
+        }
+        finally
+        {
+            DisposePacked(w);
+        }
+    }
+
+    [Fact]
+    public void DiTForwardAgreesWithTheComposedBlocksAndLeavesAutogradAlone()
+    {
+        if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(22);
+        var cfg = DiTPresets.Get("svg-xs") with { InputSize = 4, InChannels = 16, NumClasses = 10, Depth = 3 };
+        using var dit = new DiT(cfg);
+        dit.eval();
+        using (torch.no_grad()) foreach (var p in dit.parameters()) p.normal_(0, 0.05);
+        dit.SetComputePrecision(ScalarType.BFloat16);
+        var x = torch.randn(5, 16, 16);
+        var t = torch.full(5, 0.6f);
+        var y = torch.tensor(new long[] { 0, 1, 2, 9, 10 });
+        Tensor ours, composed;
+        using (torch.inference_mode())
+        {
+            ours = dit.Forward(x, t, y);
+            using (Bf16DiTBlock.Suspend()) composed = dit.Forward(x, t, y);
+        }
+        // Same kernels and rounding points; only the order of sums inside the LayerNorms differs.
+        Assert.True(RelativeError(ours, composed) < 1e-2, $"{RelativeError(ours, composed)}");
+        Assert.True(ours.isfinite().all().item<bool>());
+
+        // With autograd recording, the blocks are composed and gradients reach the input.
+        var xg = torch.randn(2, 16, 16).to(ScalarType.Float32).requires_grad_(true);
+        var outg = dit.Forward(xg, torch.full(2, 0.5f), torch.tensor(new long[] { 1, 2 }));
+        outg.sum().backward();
+        Assert.NotNull(xg.grad);
+        Assert.True(xg.grad!.abs().sum().item<float>() > 0);
+    }
+
+    [Fact]
+    public void OperandsThatDoNotFitAreOneClearError()
+    {
+        if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(23);
+        var (x, mod, w, _) = Operands(2, 4, 32, 2, 64, true, g);
+        try
+        {
+            var badMod = torch.zeros(new long[] { 2, 5 * 32 }, ScalarType.BFloat16);
+            var e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, badMod, w));
+            Assert.Contains("[2, 160]", e.Message);
+            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x.to(ScalarType.Float32), mod, w));
+            Assert.Contains("Float32", e.Message);
+            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(torch.zeros(new long[] { 2, 4, 48 }, ScalarType.BFloat16), mod, w));
+            Assert.Contains("48 channels", e.Message);
+            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, mod, w with { KNormBias = null }));
+            Assert.Contains("q/k-norm", e.Message);
+        }
+        finally
+        {
+            DisposePacked(w);
+        }
+    }
+}
