@@ -20,6 +20,7 @@
  * statistics are two-pass fp32 sums over the bf16 values, results rounded to bf16 once per step
  * (FusedOps in C#). Only the order of the fp32 sums inside a row differs.
  */
+#include <sched.h>
 #include "bf16_tile.h"
 #include "bf16_jobs.h"
 
@@ -84,7 +85,11 @@ static void gated_row(const uint16_t *x, const uint16_t *y, uint16_t *out, const
     }
 }
 
-/* A sense-reversing barrier: the last thread to arrive flips the sense the others spin on. */
+/*
+ * A sense-reversing barrier: the last thread to arrive flips the sense the others wait on. They spin
+ * (the phases are short), but after a while yield the core: with more threads than cores, the one
+ * they wait for may be queued behind them.
+ */
 static void barrier(svgd_bf16_dit_block_job *job, int32_t parts, int32_t *sense)
 {
     if (parts <= 1) return;
@@ -94,9 +99,11 @@ static void barrier(svgd_bf16_dit_block_job *job, int32_t parts, int32_t *sense)
     {
         __atomic_store_n(&job->arrived, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&job->sense, s, __ATOMIC_RELEASE);
+        return;
     }
-    else
-        while (__atomic_load_n(&job->sense, __ATOMIC_ACQUIRE) != s) _mm_pause();
+    for (int32_t spins = 0; __atomic_load_n(&job->sense, __ATOMIC_ACQUIRE) != s; spins++)
+        if (spins < 20000) _mm_pause();
+        else sched_yield();
 }
 
 static void split(svgd_bf16_linear_job *gemm, int32_t parts)
