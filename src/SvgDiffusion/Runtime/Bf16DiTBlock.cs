@@ -64,9 +64,10 @@ public static unsafe class Bf16DiTBlock
 
     /// <summary>Whether <see cref="Forward"/> takes tokens <paramref name="x"/> [B, N, C]: bf16 CPU, contiguous, even head width, autograd off.</summary>
     public static bool Applies(Tensor x, int heads) =>
-        Enabled && !torch.is_grad_enabled() && x.dtype == ScalarType.BFloat16 && x.device_type == DeviceType.CPU && x.dim() == 3
+        // The shape tests come first: Enabled runs the float64 check on its first call, which fp32 models should not pay for.
+        x.dtype == ScalarType.BFloat16 && x.device_type == DeviceType.CPU && x.dim() == 3 && !torch.is_grad_enabled()
         && x.is_contiguous() && x.shape[1] is > 0 and <= Bf16Attention.MaxTokens && x.shape[0] > 0
-        && x.shape[2] % heads == 0 && x.shape[2] / heads % 2 == 0 && x.shape[0] * x.shape[1] <= int.MaxValue;
+        && x.shape[2] % heads == 0 && x.shape[2] / heads % 2 == 0 && x.shape[0] * x.shape[1] <= int.MaxValue && Enabled;
 
     /// <summary>Tokens, heads and widths off the 14-row tile and the 32-column panel; with and without q/k-norm; 1 and 2 threads.</summary>
     public static List<KernelCheckResult> Check()
