@@ -3,6 +3,7 @@ using SvgDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Xunit;
+using static SvgDiffusion.Tests.KernelTest;
 
 namespace SvgDiffusion.Tests;
 
@@ -13,15 +14,6 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class Bf16AttentionTests
 {
-    static bool HasBf16Instructions => CpuInfo.Current.Has("avx512_bf16");
-
-    static double RelativeError(Tensor actual, Tensor reference)
-    {
-        using var scope = torch.NewDisposeScope();
-        var r = reference.to(ScalarType.Float64);
-        return (actual.to(ScalarType.Float64) - r).abs().max().item<double>() / r.abs().max().item<double>();
-    }
-
     [Fact]
     public void IsInUseWhereTheCpuHasAvx512Bf16()
     {

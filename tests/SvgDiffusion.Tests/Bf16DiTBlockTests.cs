@@ -3,6 +3,7 @@ using SvgDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Xunit;
+using static SvgDiffusion.Tests.KernelTest;
 
 namespace SvgDiffusion.Tests;
 
@@ -14,15 +15,6 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class Bf16DiTBlockTests
 {
-    static bool HasBf16Instructions => CpuInfo.Current.Has("avx512_bf16");
-
-    static double RelativeError(Tensor actual, Tensor reference)
-    {
-        using var scope = torch.NewDisposeScope();
-        var r = reference.to(ScalarType.Float64);
-        return (actual.to(ScalarType.Float64) - r).abs().max().item<double>() / r.abs().max().item<double>();
-    }
-
     /// <summary>Random bf16 operands of one block; the caller disposes the packed weights.</summary>
     static (Tensor X, Tensor Mod, Bf16DiTBlockWeights Weights, Tensor[] Raw) Operands(int b, int n, int c, int heads, int hidden, bool qkNorm, Generator g)
     {

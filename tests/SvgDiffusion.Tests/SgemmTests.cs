@@ -4,6 +4,7 @@ using SvgDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Xunit;
+using static SvgDiffusion.Tests.KernelTest;
 
 namespace SvgDiffusion.Tests;
 
@@ -14,13 +15,6 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class SgemmTests
 {
-    static double RelativeError(Tensor actual, Tensor reference)
-    {
-        using var scope = torch.NewDisposeScope();
-        var r = reference.to(ScalarType.Float64);
-        return (actual.to(ScalarType.Float64) - r).abs().max().item<double>() / r.abs().max().item<double>();
-    }
-
     [Fact]
     public void IsInUseOnAvx512AndPassesItsFloat64Check()
     {
