@@ -119,6 +119,38 @@ public class Bf16DiTBlockTests
     }
 
     [Fact]
+    public void ConcurrentCallersGetTheSameResultAsOne()
+    {
+        // A server runs requests side by side: each call has its own job, workspace and thread team.
+        if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(24);
+        var (x, mod, w, _) = Operands(2, 40, 96, 3, 384, true, g);
+        try
+        {
+            var alone = Bf16DiTBlock.Forward(x, mod, w, 2);
+            var results = new Tensor[4];
+            Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+            {
+                for (int r = 0; r < 5; r++)
+                {
+                    results[i]?.Dispose();
+                    results[i] = Bf16DiTBlock.Forward(x, mod, w, 2).DetachFromDisposeScope();
+                }
+            });
+            foreach (var y in results)
+            {
+                Assert.True(y.equal(alone).all().item<bool>(), "a concurrent call differs from a call alone");
+                y.Dispose();
+            }
+        }
+        finally
+        {
+            DisposePacked(w);
+        }
+    }
+
+    [Fact]
     public void OperandsThatDoNotFitAreOneClearError()
     {
         if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
