@@ -15,29 +15,6 @@ namespace SvgDiffusion.Tests;
 /// </summary>
 public class Bf16DiTBlockTests
 {
-    /// <summary>Random bf16 operands of one block; the caller disposes the packed weights.</summary>
-    static (Tensor X, Tensor Mod, Bf16DiTBlockWeights Weights, Tensor[] Raw) Operands(int b, int n, int c, int heads, int hidden, bool qkNorm, Generator g)
-    {
-        Tensor Bf16(long[] shape, double std) => (torch.randn(shape, generator: g) * std).to(ScalarType.BFloat16);
-        var raw = new[] { Bf16(new long[] { 3 * c, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, c }, 1 / Math.Sqrt(c)),
-            Bf16(new long[] { hidden, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, hidden }, 1 / Math.Sqrt(hidden)) };
-        var bias = new[] { Bf16(new long[] { 3 * c }, 0.1), Bf16(new long[] { c }, 0.1), Bf16(new long[] { hidden }, 0.1), Bf16(new long[] { c }, 0.1) };
-        int d = c / heads;
-        var norms = qkNorm ? new[] { Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1), Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1) } : null;
-        var packed = raw.Select(Bf16Gemm.Pack).ToArray();
-        var weights = new Bf16DiTBlockWeights(heads, 1e-6, 1e-5, packed[0], bias[0], packed[1], bias[1], packed[2], bias[2], packed[3], bias[3],
-            norms?[0], norms?[1], norms?[2], norms?[3]);
-        return (Bf16(new long[] { b, n, c }, 1), Bf16(new long[] { b, 6 * c }, 0.5), weights, raw);
-    }
-
-    static void DisposePacked(Bf16DiTBlockWeights w)
-    {
-        w.Qkv.Dispose();
-        w.Proj.Dispose();
-        w.Fc1.Dispose();
-        w.Fc2.Dispose();
-    }
-
     [Fact]
     public void IsInUseWhereTheCpuHasAvx512Bf16()
     {
@@ -67,23 +44,17 @@ public class Bf16DiTBlockTests
         if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
         using var scope = torch.NewDisposeScope();
         using var g = new Generator(21);
-        var (x, mod, w, raw) = Operands(batch, tokens, channels, heads, hidden, qkNorm, g);
-        try
+        using var o = Bf16DiTBlockOperands.Random(batch, tokens, channels, heads, hidden, qkNorm, g);
+        var (x, mod, w, raw) = (o.X, o.Modulation, o.Weights, o.Raw);
+        var reference = Bf16DiTBlock.Reference(x, mod, w, raw);
+        var before = x.clone();
+        foreach (int threads in new[] { 1, 2, 3 })
         {
-            var reference = Bf16DiTBlock.Reference(x, mod, w, raw);
-            var before = x.clone();
-            foreach (int threads in new[] { 1, 2, 3 })
-            {
-                var y = Bf16DiTBlock.Forward(x, mod, w, threads);
-                Assert.Equal(x.shape, y.shape);
-                Assert.True(RelativeError(y, reference) < Bf16DiTBlock.Tolerance, $"{threads} threads: {RelativeError(y, reference)}");
-            }
-            Assert.True(x.equal(before).all().item<bool>(), "the block wrote into its input");
+            var y = Bf16DiTBlock.Forward(x, mod, w, threads);
+            Assert.Equal(x.shape, y.shape);
+            Assert.True(RelativeError(y, reference) < Bf16DiTBlock.Tolerance, $"{threads} threads: {RelativeError(y, reference)}");
         }
-        finally
-        {
-            DisposePacked(w);
-        }
+        Assert.True(x.equal(before).all().item<bool>(), "the block wrote into its input");
     }
 
     [Fact]
@@ -91,12 +62,7 @@ public class Bf16DiTBlockTests
     {
         if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
         using var scope = torch.NewDisposeScope();
-        torch.manual_seed(22);
-        var cfg = DiTPresets.Get("svg-xs") with { InputSize = 4, InChannels = 16, NumClasses = 10, Depth = 3 };
-        using var dit = new DiT(cfg);
-        dit.eval();
-        using (torch.no_grad()) foreach (var p in dit.parameters()) p.normal_(0, 0.05);
-        dit.SetComputePrecision(ScalarType.BFloat16);
+        using var dit = SmallBf16DiT(22, 3);
         var x = torch.randn(5, 16, 16);
         var t = torch.full(5, 0.6f);
         var y = torch.tensor(new long[] { 0, 1, 2, 9, 10 });
@@ -125,28 +91,22 @@ public class Bf16DiTBlockTests
         if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
         using var scope = torch.NewDisposeScope();
         using var g = new Generator(24);
-        var (x, mod, w, _) = Operands(2, 40, 96, 3, 384, true, g);
-        try
+        using var o = Bf16DiTBlockOperands.Random(2, 40, 96, 3, 384, true, g);
+        var (x, mod, w) = (o.X, o.Modulation, o.Weights);
+        var alone = Bf16DiTBlock.Forward(x, mod, w, 2);
+        var results = new Tensor[4];
+        Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
         {
-            var alone = Bf16DiTBlock.Forward(x, mod, w, 2);
-            var results = new Tensor[4];
-            Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+            for (int r = 0; r < 5; r++)
             {
-                for (int r = 0; r < 5; r++)
-                {
-                    results[i]?.Dispose();
-                    results[i] = Bf16DiTBlock.Forward(x, mod, w, 2).DetachFromDisposeScope();
-                }
-            });
-            foreach (var y in results)
-            {
-                Assert.True(y.equal(alone).all().item<bool>(), "a concurrent call differs from a call alone");
-                y.Dispose();
+                results[i]?.Dispose();
+                results[i] = Bf16DiTBlock.Forward(x, mod, w, 2).DetachFromDisposeScope();
             }
-        }
-        finally
+        });
+        foreach (var y in results)
         {
-            DisposePacked(w);
+            Assert.True(y.equal(alone).all().item<bool>(), "a concurrent call differs from a call alone");
+            y.Dispose();
         }
     }
 
@@ -156,22 +116,16 @@ public class Bf16DiTBlockTests
         if (!Bf16DiTBlock.Enabled) { Assert.False(HasBf16Instructions, Bf16DiTBlock.DisabledReason); return; }
         using var scope = torch.NewDisposeScope();
         using var g = new Generator(23);
-        var (x, mod, w, _) = Operands(2, 4, 32, 2, 64, true, g);
-        try
-        {
-            var badMod = torch.zeros(new long[] { 2, 5 * 32 }, ScalarType.BFloat16);
-            var e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, badMod, w));
-            Assert.Contains("[2, 160]", e.Message);
-            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x.to(ScalarType.Float32), mod, w));
-            Assert.Contains("Float32", e.Message);
-            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(torch.zeros(new long[] { 2, 4, 48 }, ScalarType.BFloat16), mod, w));
-            Assert.Contains("48 channels", e.Message);
-            e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, mod, w with { KNormBias = null }));
-            Assert.Contains("q/k-norm", e.Message);
-        }
-        finally
-        {
-            DisposePacked(w);
-        }
+        using var o = Bf16DiTBlockOperands.Random(2, 4, 32, 2, 64, true, g);
+        var (x, mod, w) = (o.X, o.Modulation, o.Weights);
+        var badMod = torch.zeros(new long[] { 2, 5 * 32 }, ScalarType.BFloat16);
+        var e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, badMod, w));
+        Assert.Contains("[2, 160]", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x.to(ScalarType.Float32), mod, w));
+        Assert.Contains("Float32", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(torch.zeros(new long[] { 2, 4, 48 }, ScalarType.BFloat16), mod, w));
+        Assert.Contains("48 channels", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Bf16DiTBlock.Forward(x, mod, w with { KNormBias = null }));
+        Assert.Contains("q/k-norm", e.Message);
     }
 }

@@ -179,12 +179,7 @@ public class Bf16GemmTests
     {
         if (!Bf16Gemm.Enabled) { Assert.False(HasBf16Instructions, Bf16Gemm.DisabledReason); return; }
         using var scope = torch.NewDisposeScope();
-        torch.manual_seed(8);
-        var cfg = DiTPresets.Get("svg-xs") with { InputSize = 4, InChannels = 16, NumClasses = 10, Depth = 2 };
-        using var dit = new DiT(cfg);
-        dit.eval();
-        using (torch.no_grad()) foreach (var p in dit.parameters()) p.normal_(0, 0.05);
-        dit.SetComputePrecision(ScalarType.BFloat16);
+        using var dit = SmallBf16DiT(8, 2);
         var x = torch.randn(6, 16, 16);
         var t = torch.full(6, 0.3f);
         var y = torch.tensor(new long[] { 0, 1, 2, 3, 4, 10 });

@@ -1,3 +1,4 @@
+using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,4 +18,15 @@ static class KernelTest
 
     /// <summary>Where this is false, the bf16 kernels must report themselves off instead of running.</summary>
     public static bool HasBf16Instructions => CpuInfo.Current.Has("avx512_bf16");
+
+    /// <summary>A small DiT (svg-xs widths, a 4x4 grid of 16 channels, 10 classes) with weights N(0, 0.05), in eval mode and bf16.</summary>
+    public static DiT SmallBf16DiT(int seed, int depth)
+    {
+        torch.manual_seed(seed);
+        var dit = new DiT(DiTPresets.Get("svg-xs") with { InputSize = 4, InChannels = 16, NumClasses = 10, Depth = depth });
+        dit.eval();
+        using (torch.no_grad()) foreach (var p in dit.parameters()) p.normal_(0, 0.05);
+        dit.SetComputePrecision(ScalarType.BFloat16);
+        return dit;
+    }
 }

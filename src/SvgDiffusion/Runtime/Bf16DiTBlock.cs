@@ -13,6 +13,44 @@ public sealed record Bf16DiTBlockWeights(
     Tensor? QNormWeight, Tensor? QNormBias, Tensor? KNormWeight, Tensor? KNormBias);
 
 /// <summary>
+/// Random bf16 operands of one block for checks and tests: unit-scale tokens, modulation of scale 0.5,
+/// weights scaled by 1/√fan-in, small biases, q/k-norm weights near one. The tensors are in the
+/// caller's dispose scope; disposing this frees the packed weights.
+/// </summary>
+public sealed class Bf16DiTBlockOperands : IDisposable
+{
+    public required Tensor X { get; init; }
+    public required Tensor Modulation { get; init; }
+    public required Bf16DiTBlockWeights Weights { get; init; }
+    /// <summary>The unpacked qkv, proj, fc1 and fc2 weights, for <see cref="Bf16DiTBlock.Reference"/>.</summary>
+    public required Tensor[] Raw { get; init; }
+
+    public static Bf16DiTBlockOperands Random(int b, int n, int c, int heads, int hidden, bool qkNorm, Generator g)
+    {
+        Tensor Bf16(long[] shape, double std) => (torch.randn(shape, generator: g) * std).to(ScalarType.BFloat16);
+        var x = Bf16(new long[] { b, n, c }, 1);
+        var mod = Bf16(new long[] { b, 6 * c }, 0.5);
+        var w = new[] { Bf16(new long[] { 3 * c, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, c }, 1 / Math.Sqrt(c)),
+            Bf16(new long[] { hidden, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, hidden }, 1 / Math.Sqrt(hidden)) };
+        var bias = new[] { Bf16(new long[] { 3 * c }, 0.1), Bf16(new long[] { c }, 0.1), Bf16(new long[] { hidden }, 0.1), Bf16(new long[] { c }, 0.1) };
+        int d = c / heads;
+        var norms = qkNorm ? new[] { Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1), Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1) } : null;
+        var packed = w.Select(Bf16Gemm.Pack).ToArray();
+        var weights = new Bf16DiTBlockWeights(heads, 1e-6, 1e-5, packed[0], bias[0], packed[1], bias[1], packed[2], bias[2], packed[3], bias[3],
+            norms?[0], norms?[1], norms?[2], norms?[3]);
+        return new Bf16DiTBlockOperands { X = x, Modulation = mod, Weights = weights, Raw = w };
+    }
+
+    public void Dispose()
+    {
+        Weights.Qkv.Dispose();
+        Weights.Proj.Dispose();
+        Weights.Fc1.Dispose();
+        Weights.Fc2.Dispose();
+    }
+}
+
+/// <summary>
 /// A whole adaLN-Zero DiT block in bf16 inference as one parallel region of our C code
 /// (Native/bf16_dit_block.c): the same GEMM and attention kernels as the composed path, the
 /// LayerNorms and gated residuals of <see cref="FusedOps"/>, and a spinning barrier between the
@@ -80,27 +118,10 @@ public static unsafe class Bf16DiTBlock
                  { (2, 16, 64, 4, 256, true, 2), (1, 37, 96, 3, 200, false, 2), (3, 5, 48, 2, 96, true, 1), (1, 29, 72, 1, 288, true, 2) })
         {
             using var scope = torch.NewDisposeScope();
-            Tensor Bf16(long[] shape, double std) => (torch.randn(shape, generator: g) * std).to(ScalarType.BFloat16);
-            var x = Bf16(new long[] { b, n, c }, 1);
-            var mod = Bf16(new long[] { b, 6 * c }, 0.5);
-            var w = new[] { Bf16(new long[] { 3 * c, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, c }, 1 / Math.Sqrt(c)),
-                Bf16(new long[] { hidden, c }, 1 / Math.Sqrt(c)), Bf16(new long[] { c, hidden }, 1 / Math.Sqrt(hidden)) };
-            var bias = new[] { Bf16(new long[] { 3 * c }, 0.1), Bf16(new long[] { c }, 0.1), Bf16(new long[] { hidden }, 0.1), Bf16(new long[] { c }, 0.1) };
-            int d = c / heads;
-            var norms = qkNorm ? new[] { Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1), Bf16(new long[] { d }, 0.2) + 1, Bf16(new long[] { d }, 0.1) } : null;
-            var packed = w.Select(Bf16Gemm.Pack).ToArray();
-            try
-            {
-                var weights = new Bf16DiTBlockWeights(heads, 1e-6, 1e-5, packed[0], bias[0], packed[1], bias[1], packed[2], bias[2], packed[3], bias[3],
-                    norms?[0], norms?[1], norms?[2], norms?[3]);
-                var y = Forward(x, mod, weights, threads);
-                results.Add(new KernelCheckResult("native bf16 DiT block", $"{b} x {n} tokens x {c}, {heads} head{(heads > 1 ? "s" : "")}, mlp {hidden}{(qkNorm ? ", q/k-norm" : "")}, {threads} thread{(threads > 1 ? "s" : "")}",
-                    "bf16", KernelCheck.Error(y, Reference(x, mod, weights, w)), Tolerance));
-            }
-            finally
-            {
-                foreach (var p in packed) p.Dispose();
-            }
+            using var o = Bf16DiTBlockOperands.Random(b, n, c, heads, hidden, qkNorm, g);
+            var y = Forward(o.X, o.Modulation, o.Weights, threads);
+            results.Add(new KernelCheckResult("native bf16 DiT block", $"{b} x {n} tokens x {c}, {heads} head{(heads > 1 ? "s" : "")}, mlp {hidden}{(qkNorm ? ", q/k-norm" : "")}, {threads} thread{(threads > 1 ? "s" : "")}",
+                "bf16", KernelCheck.Error(y, Reference(o.X, o.Modulation, o.Weights, o.Raw)), Tolerance));
         }
         return results;
     }
