@@ -135,9 +135,9 @@ internal static class OptionRules
     /// </summary>
     internal static void EnsureWritable(string name, string path, bool isFolder)
     {
-        string full = Path.GetFullPath(path);
-        if (isFolder && File.Exists(full)) throw new SvgdException($"{name} {path}: is a file, expected a folder");
-        if (!isFolder && Directory.Exists(full)) throw new SvgdException($"{name} {path}: is a folder, expected a file name");
+        // Regular files only: a device node, FIFO or socket is refused, a symbolic link names its final target.
+        if (isFolder) Checkpoints.OutputTarget.CheckFolder(path, name);
+        string full = isFolder ? Path.GetFullPath(path) : Checkpoints.OutputTarget.Resolve(path, name);
         string dir = isFolder ? full : Path.GetDirectoryName(full)!;
         try
         {

@@ -29,6 +29,7 @@ internal static class DecodeCommand
             var z = SafeTensors.Load(latentPath, new[] { k })[k];
             if (z.dim() != 4 || z.shape[1] != model.Config.LatentChannels)
                 throw new SvgdException($"{latentPath}: '{k}' has shape {Checkpoint.Shape(z.shape)}, but this autoencoder decodes [B, {model.Config.LatentChannels}, h, w] latents");
+            LatentInput.Check(z, latentPath, k, model.LatentSize, cli.Warn);
             int count = (int)z.shape[0];
             bool toTensor = outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
             var parts = new List<Tensor>();

@@ -21,17 +21,24 @@ internal sealed class DiTOptions
     public Option<double> Shift { get; } = new("--shift") { Description = "Timestep shift of the sampling schedule (reference: 0.15).", DefaultValueFactory = _ => Sampler.DefaultShift };
     public Option<string> Solver { get; } = new("--sampler") { Description = "ODE solver: euler or heun.", DefaultValueFactory = _ => "euler" };
     public Option<long> Seed { get; } = new("--seed") { Description = "Seed; sample i's noise (and random label) depends on (seed, i) only.", DefaultValueFactory = _ => 0 };
+    public Option<bool> AllowLarge { get; } = new(Runtime.ResourceBudget.OverrideOption) { Description = $"Lift the ceilings on --steps ({GenerationLimits.CliMaxSteps:N0}) and --frames ({MaxFrames:N0}); memory is still checked against what is available." };
+
+    /// <summary>Most frames interpolate makes without --allow-large.</summary>
+    public const int MaxFrames = 1000;
+
+    /// <summary>The CLI's limits, lifted by --allow-large.</summary>
+    public GenerationLimits Limits(ParseResult p) => p.GetValue(AllowLarge) ? GenerationLimits.CliLarge : GenerationLimits.Cli;
 
     public IEnumerable<Option> All => Loading.Concat(Sampling);
     /// <summary>Which model and statistics: for a command that takes its sampling settings elsewhere (serve: per request).</summary>
     public IEnumerable<Option> Loading => new Option[] { Model, Preset, Config, Section, Stats, NoStats };
-    public IEnumerable<Option> Sampling => new Option[] { Steps, Cfg, Guidance, Shift, Solver, Seed };
+    public IEnumerable<Option> Sampling => new Option[] { Steps, Cfg, Guidance, Shift, Solver, Seed, AllowLarge };
 
     /// <summary>The sampling options as the library's request, validated there (<see cref="GenerationRequest"/>) with the options' spelling.</summary>
     public GenerationRequest Request(ParseResult p, string? classes = null, string? labels = null, int n = GenerationRequest.DefaultN, string? precision = null) => new()
     {
-        Classes = classes != null ? ClassLabels.Split(classes).ToList() : null,
-        Labels = labels != null ? ClassLabels.Split(labels).ToList() : null,
+        Classes = classes != null ? ClassLabels.Split(classes, "--classes").ToList() : null,
+        Labels = labels != null ? ClassLabels.Split(labels, "--labels").ToList() : null,
         N = n,
         Steps = p.GetValue(Steps),
         Cfg = p.GetValue(Cfg),

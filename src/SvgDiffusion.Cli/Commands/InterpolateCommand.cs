@@ -28,9 +28,11 @@ internal static class InterpolateCommand
             var files = p.GetValue(images) ?? Array.Empty<string>();
             string? seedList = p.GetValue(seeds);
             int count = p.GetValue(frames);
-            if (p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (a strip) and/or --out-dir (one PNG per frame)");
             if (seedList != null && files.Length > 0) throw new SvgdException("give either two images or --seeds, not both");
             if (seedList == null && files.Length != 2) throw new SvgdException($"give two images (or --seeds A,B), got {files.Length}");
+            if (count < 2) throw new SvgdException($"--frames must be at least 2 (both ends of the path), got {count}");
+            Runtime.ResourceBudget.RequireAtMost("--frames", count, DiTOptions.MaxFrames, p.GetValue(models.DiT.AllowLarge));
+            if (p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (a strip) and/or --out-dir (one PNG per frame)");
             var dtype = PrecisionOption.Parse(p, precision);
             Tensor strip;
             string how;
@@ -41,20 +43,20 @@ internal static class InterpolateCommand
                 using var b = ImageFiles.LoadRgb(files[1]);
                 using var ae = models.LoadAutoencoderOnly(p, cli);
                 ae.to(dtype);
-                strip = new SemanticEditor(ae, dtype).Interpolate(a, b, count);
+                strip = new SemanticEditor(ae, dtype).Interpolate(a, b, count, "--frames");
                 how = $"{count} frames on the line between the latents of {Markup.Escape(files[0])} and {Markup.Escape(files[1])}";
             }
             else
             {
-                var parts = ClassLabels.Split(seedList).ToArray();
+                var parts = ClassLabels.Split(seedList, "--seeds").ToArray();
                 long sa = 0, sb = 0;
                 if (parts.Length != 2 || !long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out sa) || !long.TryParse(parts[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out sb))
                     throw new SvgdException($"--seeds must be two whole numbers A,B, not '{seedList}'");
                 if (p.GetResult(models.DiT.Seed) is { Implicit: false }) throw new SvgdException("--seed does not apply with --seeds");
                 var request = models.DiT.Request(p, classes: p.GetValue(cls), n: 1, precision: p.GetValue(precision));
-                request.Validate(GenerationLimits.Cli, "--");
+                request.Validate(models.DiT.Limits(p), "--");
                 using var loaded = models.Load(p, cli, dtype);
-                var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
+                var plan = loaded.Service.Plan(request, models.DiT.Limits(p), "--", unconditionalByDefault: true, classesField: "class");
                 if (plan.Rows > 1) throw new SvgdException($"--class: an interpolation between two seeds samples one class, got {plan.Rows}");
                 using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(count, plan.Sampler.Steps, true),
                     report => loaded.Service.InterpolateSeeds(sa, sb, count, plan, report));

@@ -39,7 +39,7 @@ internal static class SampleCommand
             bool nGiven = p.GetResult(n) is { Implicit: false };
             bool allClasses = bundled && p.GetValue(classes) == null && p.GetValue(labels) == null && !nGiven;
             var request = ditOptions.Request(p, p.GetValue(classes), p.GetValue(labels), p.GetValue(n), p.GetValue(precision));
-            request.Validate(GenerationLimits.Cli, "--");
+            request.Validate(ditOptions.Limits(p), "--");
             bool decode = !p.GetValue(noDecode);
             string? gridOut = p.GetValue(output) ?? (bundled && p.GetValue(outDir) == null ? "samples.png" : null);
             if (decode && gridOut == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (grid) and/or --out-dir (one PNG each), or --no-decode with --latent-out");
@@ -51,14 +51,16 @@ internal static class SampleCommand
             service.BatchSize = p.GetValue(batch);
             var dc = service.Model.Config;
             if (allClasses) request = request with { Classes = Enumerable.Range(0, dc.NumClasses).Select(i => i.ToString()).ToList() };
-            var plan = service.Plan(request, GenerationLimits.Cli, "--");
+            var plan = service.Plan(request, ditOptions.Limits(p), "--");
 
             int h = dc.InputSize, w = dc.InputSize;
             Tensor? given = null;
             if (p.GetValue(initNoise) is string noisePath)
             {
                 string k = p.GetValue(key)!;
-                given = SafeTensors.Load(noisePath, new[] { k })[k].to(ScalarType.Float32);
+                given = SafeTensors.Load(noisePath, new[] { k })[k];
+                LatentInput.Check(given, noisePath, k, null, cli.Warn);
+                given = given.to(ScalarType.Float32);
                 if (given.dim() == 4) { (h, w) = ((int)given.shape[2], (int)given.shape[3]); given = DiT.LatentToTokens(given); }
                 if (given.dim() != 3 || given.shape[2] != dc.InChannels)
                     throw new SvgdException($"{noisePath}: '{k}' must be tokens [B, T, {dc.InChannels}] or a latent [B, {dc.InChannels}, h, w], got {Checkpoint.Shape(given.shape)}");
@@ -67,12 +69,13 @@ internal static class SampleCommand
                 {
                     if (p.GetValue(labels) != null || p.GetValue(classes) != null)
                         throw new SvgdException($"{noisePath}: '{k}' holds {given.shape[0]} samples but {plan.Count} labels were given");
+                    if (nGiven)
+                        throw new SvgdException($"--n {p.GetValue(n)}: {noisePath} '{k}' holds {given.shape[0]} noise samples; leave --n out (the noise decides the count) or give {plan.Count}");
                     // The noise decides the count; the (random) labels repeat to cover it.
                     int count = (int)given.shape[0];
                     plan = plan with { Labels = Enumerable.Range(0, count).Select(i => plan.Labels[i % plan.Labels.Length]).ToArray(), Rows = 0 };
                 }
             }
-            service.EnsureFits(plan.Count, h, w, decode, "--");
             console.MarkupLine($"DiT {dc.Depth}x{dc.HiddenSize}, {plan.Count} samples, {Markup.Escape(plan.Sampler.ToString())}, {Markup.Escape(plan.Guidance.ToString())}, {Runtime.Precision.Name(dtype)}");
             using var r = ProgressBars.Track(console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, decode),
                 report => service.Generate(plan, decode, given, (h, w), report));

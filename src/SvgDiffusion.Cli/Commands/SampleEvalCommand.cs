@@ -30,6 +30,7 @@ internal static class SampleEvalCommand
         {
             int total = p.GetValue(n), shardSize = p.GetValue(shard), bs = p.GetValue(batch);
             if (total < 2) throw new SvgdException("--n must be at least 2");
+            Runtime.ResourceBudget.RequireAtMost("--steps", p.GetValue(dit.Steps), dit.Limits(p).MaxSteps, allowLarge: false);
             string mode = p.GetValue(labels)!.ToLowerInvariant();
             if (mode is not ("random" or "balanced")) throw new SvgdException($"--labels must be random or balanced, not '{mode}'");
             string outPath = p.GetValue(output)!, shardDir = outPath + ".shards";

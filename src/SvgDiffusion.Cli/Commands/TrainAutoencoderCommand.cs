@@ -30,7 +30,7 @@ internal static class TrainAutoencoderCommand
         var lpips = new Option<string?>("--lpips") { Description = "LPIPS linear-layer weights (vgg.pth of the LPIPS release); without them training uses L1 and the GAN only." };
         var vgg = new Option<string?>("--vgg") { Description = "torchvision VGG-16 weights for LPIPS (vgg16-397923af.pth), unless --lpips already holds them." };
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (data order, crops, flips, masking, dropout).", DefaultValueFactory = _ => 0 };
-        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 500 };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps; 0: only at the end and on Ctrl+C/SIGTERM (always then).", DefaultValueFactory = _ => 500 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a reconstruction grid every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
         var precision = PrecisionOption.CreateForTraining("every convolution: decoder, LPIPS, PatchGAN, conv patch embeddings");
         var evalEvery = new Option<int>("--eval-every") { Description = "Every N steps, log eval_l1 to metrics.jsonl: the mean L1 reconstruction error (fp32, centre crops, no masking) of the first --eval-size images of --eval-images (or of the training images), comparable across steps and runs (0: never).", DefaultValueFactory = _ => 0 };
@@ -48,7 +48,6 @@ internal static class TrainAutoencoderCommand
             if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             Lpips? perceptual = p.GetValue(lpips) is string lin ? Lpips.Load(lin, p.GetValue(vgg)) : null;
-            if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
 
             AutoencoderTrainer trainer;
             if (p.GetValue(resume) is string from)
@@ -89,6 +88,8 @@ internal static class TrainAutoencoderCommand
             }
 
             using var _ = trainer;
+            // Only once every option and file has been accepted: a refused call prints its one error line alone.
+            if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
             trainer.ComputePrecision = PrecisionOption.Parse(p, precision);
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));

@@ -26,7 +26,7 @@ internal static class TrainCommand
         var clip = new Option<double>("--grad-clip") { Description = "Clip the gradient norm (0: off, the reference).", DefaultValueFactory = _ => 0 };
         var shift = new Option<double>("--shift") { Description = "Training timestep shift (reference: 0.4).", DefaultValueFactory = _ => 0.4 };
         var seed = new Option<long>("--seed") { Description = "Seed of every random draw (order, noise, times, label dropout).", DefaultValueFactory = _ => 0 };
-        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps (always at the end and on Ctrl+C).", DefaultValueFactory = _ => 1000 };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Write last.safetensors every N steps; 0: only at the end and on Ctrl+C/SIGTERM (always then).", DefaultValueFactory = _ => 1000 };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Write a sample grid every N steps (needs --autoencoder; 0: only at the end).", DefaultValueFactory = _ => 1000 };
         var sampleSteps = new Option<int>("--sample-steps") { Description = "Solver steps of the sample grids.", DefaultValueFactory = _ => 25 };
         var sampleCfg = new Option<double>("--sample-cfg") { Description = "Guidance of the sample grids.", DefaultValueFactory = _ => 1.5 };

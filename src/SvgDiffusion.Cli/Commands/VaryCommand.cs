@@ -25,11 +25,11 @@ internal static class VaryCommand
         {
             if (p.GetValue(output) == null && p.GetValue(outDir) == null) throw new SvgdException("give --out (a grid) and/or --out-dir (one PNG per variation)");
             var request = models.DiT.Request(p, classes: p.GetValue(cls), n: p.GetValue(n), precision: p.GetValue(precision));
-            request.Validate(GenerationLimits.Cli, "--");
+            request.Validate(models.DiT.Limits(p), "--");
             var dtype = PrecisionOption.Parse(p, precision);
             using var rgb = ImageFiles.LoadRgb(p.GetValue(image)!);
             using var loaded = models.Load(p, cli, dtype);
-            var plan = loaded.Service.Plan(request, GenerationLimits.Cli, "--", unconditionalByDefault: true, classesField: "class");
+            var plan = loaded.Service.Plan(request, models.DiT.Limits(p), "--", unconditionalByDefault: true, classesField: "class");
             double s = p.GetValue(strength);
             using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, true),
                 report => loaded.Service.Vary(rgb, s, plan, report));

@@ -2,12 +2,16 @@ using System.Diagnostics;
 
 namespace SvgDiffusion.Checkpoints;
 
-/// <summary>Writes a file through a temporary sibling and a rename, so readers never see half a file.</summary>
+/// <summary>
+/// Writes a file through a temporary sibling and a rename, so readers never see half a file. Only regular files
+/// are written (<see cref="OutputTarget"/>): a device node, FIFO or socket is refused, a symbolic link is written
+/// through to its final target and stays a link.
+/// </summary>
 public static class AtomicFile
 {
     public static void Write(string path, Action<FileStream> write)
     {
-        string full = Path.GetFullPath(path);
+        string full = OutputTarget.Resolve(path);
         string? dir = Path.GetDirectoryName(full);
         if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
         RemoveLeftovers(full);

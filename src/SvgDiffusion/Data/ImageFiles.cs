@@ -11,17 +11,69 @@ public static class ImageFiles
 
     public static bool IsImage(string path) => Extensions.Contains(Path.GetExtension(path).ToLowerInvariant());
 
-    /// <summary>A single image file, or every image below a folder (recursively, sorted by relative path).</summary>
+    /// <summary>
+    /// A single image file, or every image below a folder (recursively, sorted by relative path). Symbolic links
+    /// to folders are followed once: a folder reached again (a link loop, or two links to one folder) is not
+    /// listed twice, so a data set never silently grows copies of itself.
+    /// </summary>
     public static IReadOnlyList<string> List(string fileOrFolder)
     {
         if (File.Exists(fileOrFolder)) return new[] { fileOrFolder };
         if (!Directory.Exists(fileOrFolder)) throw new SvgdException($"{fileOrFolder}: no such file or folder");
-        var files = Directory.EnumerateFiles(fileOrFolder, "*", SearchOption.AllDirectories)
-            .Where(IsImage)
-            .OrderBy(f => Path.GetRelativePath(fileOrFolder, f), StringComparer.Ordinal)
-            .ToList();
+        var found = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        void Walk(string dir)
+        {
+            string real = RealPath(dir);
+            if (!seen.Add(real)) return;
+            IEnumerable<string> entries;
+            try { entries = Directory.EnumerateFileSystemEntries(dir).ToList(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            { throw new SvgdException($"{dir}: cannot list the folder ({e.Message.Split('\n')[0].TrimEnd('.')})"); }
+            foreach (var entry in entries)
+            {
+                if (Directory.Exists(entry)) Walk(entry);
+                else if (IsImage(entry) && File.Exists(entry)) found.Add(entry);
+            }
+        }
+        Walk(fileOrFolder);
+        var files = found.OrderBy(f => Path.GetRelativePath(fileOrFolder, f), StringComparer.Ordinal).ToList();
         if (files.Count == 0) throw new SvgdException($"{fileOrFolder}: folder holds no images ({string.Join(" ", Extensions)})");
         return files;
+    }
+
+    /// <summary>The folder's path with every symbolic link on the way resolved (a loop that cannot be resolved is its own path).</summary>
+    static string RealPath(string dir)
+    {
+        string full = Path.GetFullPath(dir);
+        if (full.Length > 1) full = full.TrimEnd(Path.DirectorySeparatorChar);
+        string? parent = Path.GetDirectoryName(full);
+        if (parent == null) return full;
+        try
+        {
+            string here = Path.Combine(RealPath(parent), Path.GetFileName(full));
+            var info = new DirectoryInfo(here);
+            return info.LinkTarget != null ? RealPath(info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? here) : here;
+        }
+        catch (IOException) { return full; }
+    }
+
+    /// <summary>
+    /// Reads the header of every file (format and size, not the pixels): a file that is not an image, or claims
+    /// an impossible size, is refused before training starts rather than when a batch first draws it, hours in.
+    /// </summary>
+    public static void CheckHeaders(IEnumerable<string> files)
+    {
+        foreach (var f in files)
+        {
+            using var data = SKData.Create(f);
+            using var codec = data == null ? null : SKCodec.Create(data);
+            if (codec == null) throw new SvgdException($"{f}: not a decodable image (corrupt or unsupported format)");
+            int w = codec.Info.Width, h = codec.Info.Height;
+            if (w <= 0 || h <= 0) throw new SvgdException($"{f}: image header gives an empty size {w}x{h}");
+            if (w > MaxSide || h > MaxSide || (long)w * h > MaxPixels)
+                throw new SvgdException($"{f}: image header claims {w}x{h} pixels, more than this program decodes ({MaxSide} a side, {MaxPixels} in all; corrupt header?)");
+        }
     }
 
     /// <summary>Largest image side and pixel count decoded: a header may claim any size, and is believed only this far.</summary>

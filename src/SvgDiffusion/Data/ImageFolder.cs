@@ -20,10 +20,13 @@ public sealed class ImageFolder
     public long CacheBudgetBytes { get; init; } = 2L << 30;
     public int Count => Files.Count;
 
-    public ImageFolder(string root)
+    /// <param name="checkHeaders">Read every file's header now (<see cref="ImageFiles.CheckHeaders"/>): a corrupt image is
+    /// refused before training starts, not when a batch first draws it.</param>
+    public ImageFolder(string root, bool checkHeaders = true)
     {
         Root = root;
         var files = ImageFiles.List(root);
+        if (checkHeaders) ImageFiles.CheckHeaders(files);
         bool isFolder = Directory.Exists(root);
         var classOf = files.Select(f =>
         {

@@ -106,12 +106,17 @@ public sealed class LatentCache : IDisposable
         LatentCacheIndex index;
         try { index = JsonSerializer.Deserialize<LatentCacheIndex>(File.ReadAllText(indexPath), IndexJson) ?? throw new JsonException("empty"); }
         catch (JsonException e) { throw new SvgdException($"{indexPath}: not a valid latent cache index ({e.Message.Split('\n')[0]})"); }
+        // JSON null in place of a list or string: one line, not a null dereference further down.
+        if (index.LatentShape == null || index.ClassNames == null || index.Dtype == null || index.Shards == null || index.ClassNames.Any(n => n == null))
+            throw new SvgdException($"{indexPath}: latent_shape, class_names, dtype and shards must be present and not null");
         if (index.Format != LatentCacheIndex.FormatName) throw new SvgdException($"{indexPath}: format '{index.Format}' is not '{LatentCacheIndex.FormatName}'");
         if (index.Version != 1) throw new SvgdException($"{indexPath}: latent cache version {index.Version} is not supported (this build reads version 1)");
         if (index.LatentShape.Length != 3 || index.LatentShape.Any(d => d <= 0))
             throw new SvgdException($"{indexPath}: latent_shape must be [C, h, w], got {Checkpoint.Shape(index.LatentShape)}");
         if (index.ClassNames.Length == 0) throw new SvgdException($"{indexPath}: no class names");
         var storedType = ParseDtype(index.Dtype, indexPath);
+        if (index.Count < 0) throw new SvgdException($"{indexPath}: count is {index.Count}; a latent cache holds 0 or more latents");
+        if (index.Shards.Any(x => x == null || x.File == null)) throw new SvgdException($"{indexPath}: 'shards' must be a list of shard entries with a file name");
 
         var shards = new List<Shard>();
         var labels = new long[index.Count];

@@ -43,12 +43,23 @@ public sealed class ClassLabels
     /// <summary>Labels from a comma-separated list (or the items of a list) of indices and names.</summary>
     public int[] ResolveAll(IEnumerable<string> tokens, string field, bool allowNull = false)
     {
-        var list = tokens.SelectMany(Split).Select(t => Resolve(t, field, allowNull)).ToArray();
+        var given = tokens.ToList();
+        if (given.Count > 1 && given.Any(string.IsNullOrWhiteSpace)) throw new SvgdException($"{field}: an item of the list is empty");
+        var list = given.SelectMany(t => Split(t, field)).Select(t => Resolve(t, field, allowNull)).ToArray();
         return list.Length > 0 ? list : throw new SvgdException($"{field}: no classes given");
     }
 
-    /// <summary>"sneaker,bag" or "7, 1" into its items.</summary>
-    public static IEnumerable<string> Split(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    /// <summary>
+    /// "sneaker,bag" or "7, 1" into its items. An empty item ("sneaker,,bag", a trailing comma) is refused, naming
+    /// <paramref name="field"/>: dropping it silently would sample other rows than the user typed.
+    /// </summary>
+    public static IReadOnlyList<string> Split(string s, string field = "list")
+    {
+        var items = s.Split(',', StringSplitOptions.TrimEntries);
+        if (items.Length > 1 && items.Any(i => i.Length == 0))
+            throw new SvgdException($"{field} '{s}' has an empty item (two commas in a row, or a comma at an end)");
+        return items.Length == 1 && items[0].Length == 0 ? Array.Empty<string>() : items;
+    }
 
     /// <summary>The class name of a label, its index where the model has no names, "null" for the null label.</summary>
     public string Name(int label) => label == NullLabel ? "null" : Names != null && label >= 0 && label < Names.Count ? Names[label] : label.ToString(CultureInfo.InvariantCulture);

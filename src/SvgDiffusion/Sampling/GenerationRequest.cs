@@ -10,10 +10,18 @@ namespace SvgDiffusion.Sampling;
 /// a server keeps every request small enough to share one model fairly.
 /// </summary>
 /// <param name="Hint">Appended to the "too many samples" error: where to go instead.</param>
-public sealed record GenerationLimits(int MaxSamples, int MaxSteps, string Hint = "")
+/// <param name="StepsHint">Appended to the "too many steps" error.</param>
+public sealed record GenerationLimits(int MaxSamples, int MaxSteps, string Hint = "", string StepsHint = "")
 {
-    /// <summary>The CLI's: a million samples kept in memory, any number of steps.</summary>
-    public static GenerationLimits Cli { get; } = new(1_000_000, int.MaxValue, "; use 'svgd sample-eval' for large sets");
+    /// <summary>Solver steps the CLI runs without <see cref="Runtime.ResourceBudget.OverrideOption"/>: rectified flow
+    /// needs 5-50, and the reference samplers stop at 1,000; 100,001 steps is a typo that would run for hours.</summary>
+    public const int CliMaxSteps = 1000;
+
+    /// <summary>The CLI's: a million samples (memory is checked separately), up to <see cref="CliMaxSteps"/> steps.</summary>
+    public static GenerationLimits Cli { get; } = new(1_000_000, CliMaxSteps, "; use 'svgd sample-eval' for large sets", $"; pass {Runtime.ResourceBudget.OverrideOption} if you mean it");
+
+    /// <summary>The CLI's with <see cref="Runtime.ResourceBudget.OverrideOption"/>: any number of steps.</summary>
+    public static GenerationLimits CliLarge { get; } = Cli with { MaxSteps = int.MaxValue };
 }
 
 /// <summary>
@@ -57,7 +65,7 @@ public sealed record GenerationRequest
             if (N > limits.MaxSamples) throw new SvgdException($"{prefix}n {N} is more than {limits.MaxSamples:N0} samples{limits.Hint}");
         }
         if (Steps <= 0) throw new SvgdException($"{prefix}steps must be a positive whole number, got {Steps}");
-        if (Steps > limits.MaxSteps) throw new SvgdException($"{prefix}steps {Steps} is more than the limit of {limits.MaxSteps:N0}");
+        if (Steps > limits.MaxSteps) throw new SvgdException($"{prefix}steps {Steps} is more than the limit of {limits.MaxSteps:N0}{limits.StepsHint}");
         if (!double.IsFinite(Cfg) || Cfg < 0) throw new SvgdException($"{prefix}cfg must be a finite number >= 0, got {Num(Cfg)}");
         if (!double.IsFinite(Shift) || Shift <= 0) throw new SvgdException($"{prefix}shift must be a finite number > 0, got {Num(Shift)}");
         if (!Samplers.Contains((Sampler ?? "").Trim().ToLowerInvariant()))
@@ -97,7 +105,7 @@ public sealed record GenerationRequest
             labels = RandomLabels(N, classes.NumClasses, Seed);
         var sampler = Transport.Sampler.Create(Sampler, Steps, Shift);
         var guidance = GuidanceSchedule.Parse(Cfg, Guidance);
-        return new GenerationPlan(this, labels, rows, sampler, guidance, ResolvePrecision(prefix));
+        return new GenerationPlan(this, labels, rows, sampler, guidance, ResolvePrecision(prefix)) { Prefix = prefix };
     }
 
     /// <summary>The resolved precision, or null when the request leaves it to the loaded model.</summary>
@@ -122,6 +130,8 @@ public sealed record GenerationRequest
 /// <summary>A validated <see cref="GenerationRequest"/>: one label per sample, the grid's rows (one per class; 0: a square grid), solver and guidance.</summary>
 public sealed record GenerationPlan(GenerationRequest Request, int[] Labels, int Rows, Sampler Sampler, GuidanceSchedule Guidance, ScalarType? Precision)
 {
+    /// <summary>How the caller spells the request's fields ("--" on the command line), for errors raised later.</summary>
+    public string Prefix { get; init; } = "";
     public int Count => Labels.Length;
     public long Seed => Request.Seed;
 }

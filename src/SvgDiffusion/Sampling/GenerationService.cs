@@ -108,16 +108,26 @@ public sealed class GenerationService
     public static long Work(int count, int steps, bool decode) => (long)count * steps + (decode ? count : 0);
 
     /// <summary>
-    /// Refuses, before sampling, a run whose latents and images would not fit in memory: everything is
-    /// kept until the grid is made.
+    /// Refuses, before sampling, a run whose latents and images would not fit in the memory this machine has
+    /// available (<see cref="Runtime.ResourceBudget"/>): every result is kept until the grid is made, the latents
+    /// twice (passes and their concatenation), the images three times (passes, concatenation, grid). The CLI and
+    /// the server reach this through <see cref="Generate"/>, <see cref="Vary"/> and <see cref="InterpolateSeeds"/>.
     /// </summary>
-    public void EnsureFits(int count, int gridH, int gridW, bool decode, string prefix = "")
+    /// <param name="option">The field that sets the count ("n", "frames"), named with <paramref name="prefix"/>.</param>
+    public void EnsureFits(int count, int gridH, int gridW, bool decode, string prefix = "", string option = "n")
+    {
+        Runtime.ResourceBudget.RequireMemory($"{count:N0} {(option == "frames" ? "frames" : "samples")} kept until written",
+            EstimatedBytes(count, gridH, gridW, decode), prefix + option);
+    }
+
+    /// <summary>Peak bytes a run of <paramref name="count"/> samples keeps (see <see cref="EnsureFits"/>), plus one pass's activations.</summary>
+    public long EstimatedBytes(int count, int gridH, int gridW, bool decode)
     {
         int side = Autoencoder?.ImageSize ?? 0;
-        long bytes = (long)count * 4 * ((long)Model.Config.InChannels * gridH * gridW + (decode ? 3L * side * side : 0));
-        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-        if (bytes > available / 2)
-            throw new SvgdException($"{prefix}n: {count} samples need about {bytes / (1 << 20):N0} MiB kept in memory, more than half of the {available / (1 << 20):N0} MiB available; sample in smaller runs or use 'svgd sample-eval'");
+        long latent = 4L * Model.Config.InChannels * gridH * gridW, image = decode ? 4L * 3 * side * side : 0;
+        // One pass: the DiT's widest activations (MLP 4x hidden, twice the rows with guidance) over its tokens, about 24 values per token channel.
+        long pass = 24L * 4 * 2 * PassSize(gridH, gridW) * gridH * gridW * Model.Config.HiddenSize;
+        return (long)count * (2 * latent + 3 * image) + pass;
     }
 
     /// <summary>
@@ -133,6 +143,7 @@ public sealed class GenerationService
         if (initialNoise is not null && initialNoise.shape[0] != count)
             throw new SvgdException($"the initial noise holds {initialNoise.shape[0]} samples but {count} labels were given");
         var (h, w) = grid ?? (Model.Config.InputSize, Model.Config.InputSize);
+        EnsureFits(count, h, w, decode, plan.Prefix);
         var generator = Generator(plan.Sampler, plan.Guidance, h, w);
         return Run(generator, plan, count, decode, progress, cancel, (s, m) =>
             initialNoise is not null ? initialNoise.narrow(0, s, m).alias() : torch.stack(Enumerable.Range(s, m).Select(i => generator.Noise(plan.Seed, i)).ToArray()),
@@ -150,6 +161,7 @@ public sealed class GenerationService
         var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "variations need an autoencoder" : "variations need an SVG autoencoder (this one is a VAE)");
         if (!(strength > 0 && strength <= 1)) throw new SvgdException($"strength must be in (0, 1], got {strength}");
         double t = 1 - strength;
+        EnsureFits(plan.Count, Model.Config.InputSize, Model.Config.InputSize, decode: true, plan.Prefix);
         var generator = Generator(plan.Sampler, plan.Guidance);
         using var start = generator.Encode(editor.Prepare(new[] { rgb }));
         if (start.shape[2] != generator.GridH || start.shape[3] != generator.GridW)
@@ -173,6 +185,8 @@ public sealed class GenerationService
     public GenerationResult InterpolateSeeds(long seedA, long seedB, int frames, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
         if (plan.Labels.Distinct().Count() != 1) throw new SvgdException($"an interpolation between two seeds samples one class, got {plan.Labels.Distinct().Count()}");
+        if (frames < 2) throw new SvgdException($"{plan.Prefix}frames must be at least 2 (both ends of the path), got {frames}");
+        EnsureFits(frames, Model.Config.InputSize, Model.Config.InputSize, Autoencoder != null, plan.Prefix, "frames");
         var generator = Generator(plan.Sampler, plan.Guidance);
         using var a = generator.Noise(seedA, 0);
         using var b = generator.Noise(seedB, 0);

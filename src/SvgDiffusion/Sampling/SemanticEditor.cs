@@ -85,8 +85,13 @@ public sealed class SemanticEditor(SvgAutoencoder autoencoder, ScalarType precis
     /// <paramref name="frames"/> images on the straight line between the two images' latents, endpoints
     /// included (the first and last are the reconstructions): [frames, 3, S, S].
     /// </summary>
-    public Tensor Interpolate(Tensor aRgb, Tensor bRgb, int frames)
+    public Tensor Interpolate(Tensor aRgb, Tensor bRgb, int frames, string framesOption = "frames")
     {
+        if (frames < 2) throw new SvgdException($"{framesOption} must be at least 2 (both ends of the path), got {frames}");
+        // Kept until written: the latents on the path, and the frames three times (decoded, strip, encoded).
+        long side = Autoencoder.ImageSize;
+        long perFrame = 4L * Autoencoder.LatentChannels * Autoencoder.LatentSize * Autoencoder.LatentSize + 3 * 4L * 3 * side * side;
+        Runtime.ResourceBudget.RequireMemory($"{frames:N0} frames kept until written", frames * perFrame, framesOption);
         using var scope = torch.NewDisposeScope();
         var z = Encode(Prepare(new[] { aRgb, bRgb }));
         var path = LatentPath.Lerp(z[0], z[1], LatentPath.Fractions(frames));
