@@ -94,6 +94,9 @@ internal static class OptionRules
                 case Option<int> i when NonNegativeCounts.Contains(o.Name) && p.GetValue(i) < 0:
                     throw new SvgdException($"{o.Name} must be 0 or more, got {p.GetValue(i)}");
                 case Option<double> d when Reals.TryGetValue(o.Name, out var r):
+                    // The parser reads "1,5" as 15 (a thousands separator): a comma meant as a decimal mark must not pass silently.
+                    if (p.GetResult(o)?.Tokens.FirstOrDefault()?.Value is string token && token.Contains(','))
+                        throw new SvgdException($"{o.Name} '{token}': write numbers with a decimal point (1.5), not a comma");
                     double v = p.GetValue(d);
                     bool ok = double.IsFinite(v) && (r.MinOpen ? v > r.Min : v >= r.Min) && v <= r.Max;
                     if (!ok) throw new SvgdException($"{o.Name} must be a finite number {r.Range}, got {v.ToString(CultureInfo.InvariantCulture)}");
