@@ -288,6 +288,69 @@ public class CliFuzzTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void AnOutputThroughASymbolicLinkReplacesItsTargetAndKeepsTheLink()
+    {
+        string dir = Reference.TempDir();
+        string target = Path.Combine(dir, "real.png"), link = Path.Combine(dir, "link.png");
+        File.WriteAllText(target, "old");
+        File.CreateSymbolicLink(link, target);
+        var (code, _, err) = Reference.RunCli("sample", "--n", "1", "--steps", "1", "--out", link);
+        Assert.True(code == 0, err);
+        Assert.NotNull(new FileInfo(link).LinkTarget);
+        Assert.Equal(0x89, File.ReadAllBytes(target)[0]); // a PNG now
+        // A dangling link creates its target; a chain of links ends at the last.
+        string dangling = Path.Combine(dir, "dangling.png"), made = Path.Combine(dir, "made.png"), chain = Path.Combine(dir, "chain.png");
+        File.CreateSymbolicLink(dangling, made);
+        File.CreateSymbolicLink(chain, dangling);
+        (code, _, err) = Reference.RunCli("sample", "--n", "1", "--steps", "1", "--out", chain);
+        Assert.True(code == 0, err);
+        Assert.NotNull(new FileInfo(chain).LinkTarget);
+        Assert.NotNull(new FileInfo(dangling).LinkTarget);
+        Assert.Equal(0x89, File.ReadAllBytes(made)[0]);
+        Assert.Empty(Directory.EnumerateFiles(dir, "*.tmp-*"));
+        // The library's writer follows the same rule for every caller (the server included).
+        Assert.Contains("not a regular file", Assert.Throws<SvgdException>(() => AtomicFile.Write("/dev/full", fs => fs.WriteByte(1))).Message);
+    }
+
+    [Fact]
+    public void AnImageFolderWithASymbolicLinkLoopIsListedOnce()
+    {
+        string dir = Reference.TempDir(), cls = Directory.CreateDirectory(Path.Combine(dir, "shirt")).FullName;
+        var images = Data.ImageFiles.List(AutoencoderTrainingTests.FashionMnist).Take(3).ToList();
+        foreach (var img in images) File.Copy(img, Path.Combine(cls, Path.GetFileName(img)));
+        Directory.CreateSymbolicLink(Path.Combine(cls, "loop"), dir);
+        Directory.CreateSymbolicLink(Path.Combine(dir, "again"), cls);
+        Assert.Equal(3, Data.ImageFiles.List(dir).Count);
+        var folder = new Data.ImageFolder(dir);
+        Assert.Equal(3, folder.Count);
+        Assert.Equal(new[] { "shirt" }, folder.ClassNames);
+    }
+
+    [Fact]
+    public void TrainingRefusesACorruptImageBeforeItStartsAndWarnsOnlyAfterTheOptionsPass()
+    {
+        string dir = Reference.TempDir(), cls = Directory.CreateDirectory(Path.Combine(dir, "shirt")).FullName;
+        foreach (var img in Data.ImageFiles.List(AutoencoderTrainingTests.FashionMnist).Take(4)) File.Copy(img, Path.Combine(cls, Path.GetFileName(img)));
+        string bad = Path.Combine(cls, "zz-bad.png");
+        File.WriteAllBytes(bad, "\x89PNG\r\n\x1a\nthis is no image"u8.ToArray());
+        string o = Path.Combine(dir, "run");
+        var clock = Stopwatch.StartNew();
+        var (code, _, err) = Reference.RunCli("train-autoencoder", "--images", dir, "--out", o, "--preset", "svg-resnet18-32px", "--steps", "1000");
+        Assert.Equal(1, code);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("zz-bad.png", err);
+        Assert.False(File.Exists(Path.Combine(o, "last.safetensors")));
+        output.WriteLine($"refused in {clock.Elapsed.TotalSeconds:F2} s: {err.Trim()}");
+
+        // No preset: the one error line, without the LPIPS warning that used to come first.
+        File.Delete(bad);
+        (code, _, err) = Reference.RunCli("train-autoencoder", "--images", dir, "--out", o, "--steps", "1");
+        Assert.Equal(1, code);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: ", err);
+    }
+
     /// <summary>Why a case broke the contract, or null.</summary>
     static string? Verdict(Case c, int code, string err)
     {

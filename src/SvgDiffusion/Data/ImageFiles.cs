@@ -22,6 +22,7 @@ public static class ImageFiles
         if (!Directory.Exists(fileOrFolder)) throw new SvgdException($"{fileOrFolder}: no such file or folder");
         var found = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
+        var linked = new Queue<string>();
         void Walk(string dir)
         {
             string real = RealPath(dir);
@@ -30,13 +31,15 @@ public static class ImageFiles
             try { entries = Directory.EnumerateFileSystemEntries(dir).ToList(); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             { throw new SvgdException($"{dir}: cannot list the folder ({e.Message.Split('\n')[0].TrimEnd('.')})"); }
-            foreach (var entry in entries)
+            foreach (var entry in entries.OrderBy(e => e, StringComparer.Ordinal))
             {
-                if (Directory.Exists(entry)) Walk(entry);
+                // Real sub-folders first, linked ones after the whole tree: a folder is listed under its own name.
+                if (Directory.Exists(entry)) { if (new DirectoryInfo(entry).LinkTarget != null) linked.Enqueue(entry); else Walk(entry); }
                 else if (IsImage(entry) && File.Exists(entry)) found.Add(entry);
             }
         }
         Walk(fileOrFolder);
+        while (linked.Count > 0) Walk(linked.Dequeue());
         var files = found.OrderBy(f => Path.GetRelativePath(fileOrFolder, f), StringComparer.Ordinal).ToList();
         if (files.Count == 0) throw new SvgdException($"{fileOrFolder}: folder holds no images ({string.Join(" ", Extensions)})");
         return files;
