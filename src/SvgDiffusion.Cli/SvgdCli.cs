@@ -15,6 +15,7 @@ public static class SvgdCli
                                    "train, train-autoencoder, sample-eval and cache-latents run data-parallel when started by MPICH's mpiexec (or srun --mpi=pmi2).");
         root.Subcommands.Add(InspectCommand.Create(cli));
         root.Subcommands.Add(ImportIdxCommand.Create(cli));
+        root.Subcommands.Add(ImportEmojiCommand.Create(cli));
         root.Subcommands.Add(FeaturesCommand.Create(cli));
         root.Subcommands.Add(EncodeCommand.Create(cli));
         root.Subcommands.Add(DecodeCommand.Create(cli));

@@ -103,7 +103,29 @@ public static class ImageFiles
         return Decode(data, name, maxPixels);
     }
 
-    static Tensor Decode(SKData? data, string name, long maxPixels)
+    /// <summary>Decodes image bytes to RGBA uint8 [4, H, W] (straight, not premultiplied, alpha; 255 where the format has none).</summary>
+    public static Tensor DecodeRgba(ReadOnlySpan<byte> bytes, string name, long maxPixels = MaxPixels)
+    {
+        if (bytes.IsEmpty) throw new SvgdException($"{name}: empty, not an image");
+        using var data = SKData.CreateCopy(bytes);
+        return Decode(data, name, maxPixels, keepAlpha: true);
+    }
+
+    /// <summary>
+    /// An RGBA uint8 image [4, H, W] composited over a solid <paramref name="background"/> (0-255 per channel):
+    /// out = alpha * rgb + (1 - alpha) * background, rounded, as uint8 RGB [3, H, W].
+    /// </summary>
+    public static Tensor Composite(Tensor rgba, (byte R, byte G, byte B) background)
+    {
+        using var scope = torch.NewDisposeScope();
+        var f = rgba.to(ScalarType.Float32);
+        var alpha = f.narrow(0, 3, 1) / 255f;
+        var bg = torch.tensor(new float[] { background.R, background.G, background.B }).view(3, 1, 1);
+        var rgb = alpha * f.narrow(0, 0, 3) + (1 - alpha) * bg;
+        return rgb.round().clamp(0, 255).to(ScalarType.Byte).MoveToOuterDisposeScope();
+    }
+
+    static Tensor Decode(SKData? data, string name, long maxPixels, bool keepAlpha = false)
     {
         using var codec = data == null ? null : SKCodec.Create(data);
         if (codec == null) throw new SvgdException($"{name}: not a decodable image (corrupt or unsupported format)");
@@ -121,7 +143,7 @@ public static class ImageFiles
         var bytes = bitmap.GetPixelSpan();
         var rgba = torch.empty(new long[] { info.Height, info.Width, 4 }, dtype: ScalarType.Byte);
         bytes.CopyTo(rgba.bytes);
-        using var rgb = rgba.narrow(2, 0, 3);
+        using var rgb = rgba.narrow(2, 0, keepAlpha ? 4 : 3);
         var chw = rgb.permute(2, 0, 1).contiguous();
         rgba.Dispose();
         return chw;
