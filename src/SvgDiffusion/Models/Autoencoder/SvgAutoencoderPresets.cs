@@ -40,6 +40,9 @@ public static class SvgAutoencoderPresets
 
     public static IEnumerable<string> Names => All.Keys;
 
+    /// <summary>Small colour model: the ImageNet ResNet-18 (stride 8, layer2) at 64x64, latents 8x8x136 (the emoji model).</summary>
+    public const string ResNet18Small64 = "svg-resnet18-64px";
+
     /// <summary>Ablation of <see cref="ResNet18Small32"/> without distribution alignment: the residual channels enter the latent at their own scale.</summary>
     public const string ResNet18Small32NoAlignment = "svg-resnet18-32px-noalign";
     /// <summary>Ablation of <see cref="ResNet18Small32"/> with frozen features only: no residual branch, latents 4x4x128.</summary>
@@ -52,6 +55,12 @@ public static class SvgAutoencoderPresets
     {
         var full = All[ResNet18Small32];
         var all = (Dictionary<string, SvgAutoencoderConfig>)All;
+        // The same networks at 64x64: an 8x8 grid of 128 frozen + 8 residual channels; the decoder starts at 8x8.
+        all[ResNet18Small64] = full with
+        {
+            ResidualVit = full.ResidualVit with { ImageSize = 64 },
+            Decoder = full.Decoder with { Resolution = 64, AttnResolutions = new[] { 8 } },
+        };
         all[ResNet18Small32NoAlignment] = full with { Alignment = full.Alignment with { Mode = AlignmentMode.None } };
         all[ResNet18Small32FrozenOnly] = full with
         {
