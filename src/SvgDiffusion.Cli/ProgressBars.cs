@@ -16,6 +16,7 @@ internal static class ProgressBars
     /// <summary>A progress bar around a library call that reports (done, total) itself, e.g. <see cref="Sampling.GenerationService"/>.</summary>
     public static T Track<T>(IAnsiConsole console, string description, long total, Func<Action<long, long>, T> body)
     {
+        if (!console.Profile.Capabilities.Interactive) return Lines(console, description, total, body);
         T result = default!;
         console.Progress()
             .AutoClear(false)
@@ -30,4 +31,31 @@ internal static class ProgressBars
             });
         return result;
     }
+
+    /// <summary>
+    /// Without a terminal (piped, logged, under a scheduler): one line per tenth of the work, with the time so far
+    /// and an estimate of what is left, and always a last line at 100%, so a log shows that the step ended.
+    /// </summary>
+    static T Lines<T>(IAnsiConsole console, string description, long total, Func<Action<long, long>, T> body)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int printed = -1;
+        void Print(int tenth, long done)
+        {
+            double elapsed = clock.Elapsed.TotalSeconds;
+            string eta = done > 0 && done < total ? $", about {Seconds(elapsed * (total - done) / done)} left" : "";
+            console.WriteLine($"{description}: {tenth * 10}% ({Seconds(elapsed)}{eta})");
+            printed = tenth;
+        }
+        Print(0, 0);
+        var result = body((done, _) =>
+        {
+            int tenth = total <= 0 ? 10 : (int)Math.Clamp(done * 10 / total, 0, 10);
+            if (tenth > printed && tenth < 10) Print(tenth, done);
+        });
+        Print(10, total);
+        return result;
+    }
+
+    static string Seconds(double s) => s < 120 ? $"{s:F1} s" : $"{s / 60:F1} min";
 }

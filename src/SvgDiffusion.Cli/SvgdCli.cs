@@ -13,29 +13,30 @@ public static class SvgdCli
         var root = new RootCommand("SvgDiffusion: latent diffusion without a VAE (SVG), in .NET.\n" +
                                    "Frozen DINOv3 features + residual channels form the latent; a DiT generates in it.\n" +
                                    "train, train-autoencoder, sample-eval and cache-latents run data-parallel when started by MPICH's mpiexec (or srun --mpi=pmi2).");
-        root.Subcommands.Add(InspectCommand.Create(cli));
-        root.Subcommands.Add(ImportIdxCommand.Create(cli));
-        root.Subcommands.Add(ImportEmojiCommand.Create(cli));
-        root.Subcommands.Add(FeaturesCommand.Create(cli));
-        root.Subcommands.Add(EncodeCommand.Create(cli));
-        root.Subcommands.Add(DecodeCommand.Create(cli));
-        root.Subcommands.Add(ReconstructCommand.Create(cli));
-        root.Subcommands.Add(CalibrateCommand.Create(cli));
-        root.Subcommands.Add(LatentStatsCommand.Create(cli));
-        root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
-        root.Subcommands.Add(CacheLatentsCommand.Create(cli));
-        root.Subcommands.Add(TrainCommand.Create(cli));
+        // In the order people reach for them: generate and edit, train, evaluate, then tools.
         root.Subcommands.Add(SampleCommand.Create(cli));
+        root.Subcommands.Add(ServeCommand.Create(cli));
         root.Subcommands.Add(MixCommand.Create(cli));
         root.Subcommands.Add(InterpolateCommand.Create(cli));
         root.Subcommands.Add(VaryCommand.Create(cli));
-        root.Subcommands.Add(ServeCommand.Create(cli));
-        root.Subcommands.Add(TrainEvaluatorCommand.Create(cli));
-        root.Subcommands.Add(FidCommand.Create(cli));
+        root.Subcommands.Add(ReconstructCommand.Create(cli));
+        root.Subcommands.Add(EncodeCommand.Create(cli));
+        root.Subcommands.Add(DecodeCommand.Create(cli));
+        root.Subcommands.Add(TrainAutoencoderCommand.Create(cli));
+        root.Subcommands.Add(LatentStatsCommand.Create(cli));
+        root.Subcommands.Add(CacheLatentsCommand.Create(cli));
+        root.Subcommands.Add(TrainCommand.Create(cli));
+        root.Subcommands.Add(CalibrateCommand.Create(cli));
+        root.Subcommands.Add(ExportCommand.Create(cli));
         root.Subcommands.Add(SampleEvalCommand.Create(cli));
+        root.Subcommands.Add(FidCommand.Create(cli));
+        root.Subcommands.Add(TrainEvaluatorCommand.Create(cli));
         root.Subcommands.Add(StudyCommand.Create(cli));
         root.Subcommands.Add(ProbeCommand.Create(cli));
-        root.Subcommands.Add(ExportCommand.Create(cli));
+        root.Subcommands.Add(FeaturesCommand.Create(cli));
+        root.Subcommands.Add(ImportIdxCommand.Create(cli));
+        root.Subcommands.Add(ImportEmojiCommand.Create(cli));
+        root.Subcommands.Add(InspectCommand.Create(cli));
         root.Subcommands.Add(BenchCommand.Create(cli));
         root.Subcommands.Add(DoctorCommand.Create(cli));
         return root;
@@ -49,8 +50,8 @@ public static class SvgdCli
         if (console == null)
         {
             console = AnsiConsole.Console;
-            // Piped or logged output gets no terminal width: keep tables readable instead of 80 columns.
-            if (Console.IsOutputRedirected) console.Profile.Width = 160;
+            // Piped or logged output is never wrapped: a script reading "wrote <path>" gets it on one line.
+            if (Console.IsOutputRedirected) console.Profile.Width = 8192;
         }
         errors ??= Console.Error;
         Launch launch;
@@ -128,6 +129,53 @@ public static class SvgdCli
         return 0;
     }
 
+    static readonly System.Text.RegularExpressions.Regex CannotParse =
+        new(@"^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']+)' as expected type '(?<type>[^']+)'$");
+
+    /// <summary>The parser's messages in the words of the rest of the CLI: "--cfg: 'abc' is not a number".</summary>
+    static string Plain(string message)
+    {
+        var m = CannotParse.Match(message);
+        if (!m.Success) return message;
+        string what = m.Groups["type"].Value switch
+        {
+            "System.Double" or "System.Single" => "a number (e.g. 1.5)",
+            "System.Int32" or "System.Int64" => "a whole number",
+            "System.Boolean" => "true or false",
+            var t => $"a {t.Replace("System.", "").ToLowerInvariant()}",
+        };
+        return $"{m.Groups["option"].Value}: '{m.Groups["value"].Value}' is not {what}";
+    }
+
+    /// <summary>The candidate nearest to <paramref name="typed"/> by edit distance, when near enough to be a typo.</summary>
+    internal static string? Nearest(string typed, IEnumerable<string> candidates)
+    {
+        string? best = null;
+        int bestDistance = int.MaxValue;
+        foreach (var c in candidates.Distinct())
+        {
+            int d = EditDistance(typed.ToLowerInvariant(), c.ToLowerInvariant());
+            if (d < bestDistance) (best, bestDistance) = (c, d);
+        }
+        return best != null && bestDistance <= Math.Max(2, typed.Length / 3) ? best : null;
+    }
+
+    /// <summary>Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours (sampel) cost one.</summary>
+    static int EditDistance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int v = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) v = Math.Min(v, d[i - 2, j - 2] + 1);
+                d[i, j] = v;
+            }
+        return d[a.Length, b.Length];
+    }
+
     static string ParseError(ParseResult parse)
     {
         var command = parse.CommandResult.Command;
@@ -135,8 +183,19 @@ public static class SvgdCli
         for (var r = parse.CommandResult; r != null && r.Command is not RootCommand; r = r.Parent as System.CommandLine.Parsing.CommandResult) names.Insert(0, r.Command.Name);
         string path = string.Join(" ", names.Prepend("svgd"));
         if (command is RootCommand && parse.UnmatchedTokens.Count > 0)
-            return $"unknown command '{parse.UnmatchedTokens[0]}'; the commands are {string.Join(", ", command.Subcommands.Select(c => c.Name))} (see svgd --help)";
-        return $"{string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')))} (see {path} --help)";
+        {
+            string token = parse.UnmatchedTokens[0];
+            string? near = Nearest(token, command.Subcommands.Select(c => c.Name));
+            return $"unknown command '{token}'{(near != null ? $"; did you mean '{near}'?" : "")} The commands are {string.Join(", ", command.Subcommands.Select(c => c.Name))} (see svgd --help)";
+        }
+        // An unknown option: name it once, with the nearest real one.
+        if (parse.UnmatchedTokens.FirstOrDefault(t => t.StartsWith('-')) is string unknown)
+        {
+            var known = command.Options.SelectMany(o => o.Aliases.Prepend(o.Name)).Where(n => n.StartsWith("--", StringComparison.Ordinal));
+            string? near = Nearest(unknown, known);
+            return $"unknown option '{unknown}'{(near != null ? $"; did you mean {near}?" : "")} (see {path} --help)";
+        }
+        return $"{string.Join("; ", parse.Errors.Select(e => Plain(e.Message.TrimEnd('.'))))} (see {path} --help)";
     }
 
     /// <summary>
