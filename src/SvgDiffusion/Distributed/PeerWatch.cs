@@ -29,7 +29,7 @@ public sealed partial class PeerWatch : IDisposable
     static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     const int TokenBytes = 16;
 
-    enum Signal : byte { Alive = 0, Bye = 1, Abort = 2 }
+    enum Signal : byte { Alive = 0, Bye = 1, Abort = 2, Lost = 3 }
 
     /// <summary>The other end of one connection: rank 0 for the other ranks, every other rank for rank 0.</summary>
     sealed class Peer(int rank, Socket socket, string where)
@@ -241,6 +241,7 @@ public sealed partial class PeerWatch : IDisposable
 
     void Watch(Peer p)
     {
+        const string gone = "it ended without a word (killed, crashed, or its machine went down)";
         var one = new byte[1];
         string why;
         try
@@ -248,18 +249,23 @@ public sealed partial class PeerWatch : IDisposable
             p.Socket.ReceiveTimeout = (int)Silence.TotalMilliseconds;
             while (true)
             {
-                if (p.Socket.Receive(one) == 0) { why = "it ended without a word (killed, crashed, or its machine went down)"; break; }
+                if (p.Socket.Receive(one) == 0) { why = gone; break; }
                 if ((Signal)one[0] == Signal.Bye) return;
-                if ((Signal)one[0] == Signal.Abort) { Aborted(p); return; }
+                if ((Signal)one[0] is Signal.Abort or Signal.Lost) { Ended(p, (Signal)one[0]); return; }
             }
         }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock)
         {
             why = $"no sign of life for {Silence.TotalSeconds:F0} s (hung, or its machine or network went down)";
         }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionAborted)
+        {
+            // A process that ends with signs of life unread resets its connections instead of closing them.
+            why = gone;
+        }
         catch (SocketException e)
         {
-            why = $"its connection failed ({e.SocketErrorCode}: killed, or its machine went down)";
+            why = $"its connection failed ({e.SocketErrorCode}; killed, or its machine or network went down)";
         }
         catch (ObjectDisposedException)
         {
@@ -277,16 +283,16 @@ public sealed partial class PeerWatch : IDisposable
             _errors.WriteLine($"error: lost rank {p.Rank} of {_size} ({p.Where}): {why}; the job stops, continue from the last checkpoint with --resume");
             _errors.Flush();
         }
-        if (_rank == 0) SendAll(Signal.Abort, except: p.Rank);
+        if (_rank == 0) SendAll(Signal.Lost, except: p.Rank);
         _exit(LostExitCode);
     }
 
-    /// <summary>Another process failed on its own and has said so: end without a second line.</summary>
-    void Aborted(Peer p)
+    /// <summary>Another process failed on its own, or rank 0 lost one, and has said so: end without a second line.</summary>
+    void Ended(Peer p, Signal why)
     {
         if (!End()) return;
-        if (_rank == 0) SendAll(Signal.Abort, except: p.Rank);
-        _exit(1);
+        if (_rank == 0) SendAll(why, except: p.Rank);
+        _exit(why == Signal.Lost ? LostExitCode : 1);
     }
 
     void SendAll(Signal signal, int except)
