@@ -118,6 +118,8 @@ public static class SvgdCli
         if (MpiLaunch.ThreadsPerProcess(launch) is int threads) TorchSharp.torch.set_num_threads(threads);
         int n = TorchSharp.torch.get_num_threads();
         cli.Console.MarkupLine($"data-parallel over {cli.Comm.Size} processes ({Markup.Escape(cli.Comm.Engine)}, {n} torch thread{(n == 1 ? "" : "s")} each)");
+        if (cli.Comm is MpiCommunicator { Unwatched.Count: > 0 } mpi)
+            cli.Warn($"rank{(mpi.Unwatched.Count == 1 ? "" : "s")} {string.Join(", ", mpi.Unwatched)} cannot reach rank 0 over TCP: if {(mpi.Unwatched.Count == 1 ? "it is" : "they are")} lost, only the launcher notices, and no line names {(mpi.Unwatched.Count == 1 ? "it" : "them")}");
         return null;
     }
 

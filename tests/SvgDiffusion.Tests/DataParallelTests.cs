@@ -33,14 +33,19 @@ internal static class MpiJob
     public static (int Code, string Out, string Err) RunEach(params string[][] perRank) =>
         Start(perRank.SelectMany((a, i) => (i > 0 ? new[] { ":" } : Array.Empty<string>()).Concat(new[] { "-n", "1", "dotnet", Svgd }).Concat(a)), null).Wait();
 
-    /// <summary>A running svgd job; <paramref name="env"/> is added to every process's environment.</summary>
-    public static Job Start(IEnumerable<string> mpiexecArgs, IDictionary<string, string>? env)
+    /// <summary>What follows mpiexec's options: dotnet, the CLI, <paramref name="args"/>.</summary>
+    public static IEnumerable<string> SvgdCommand(params string[] args) => new[] { "dotnet", Svgd }.Concat(args);
+
+    /// <summary>A running svgd job; <paramref name="env"/> is added to every process's environment, and
+    /// <paramref name="via"/> (e.g. ip netns exec NS) runs mpiexec.</summary>
+    public static Job Start(IEnumerable<string> mpiexecArgs, IDictionary<string, string>? env, string[]? via = null)
     {
         Assert.True(Launcher != "", "mpiexec not found: the data-parallel tests need MPICH (apt-get install mpich; .ci/run installs it)");
-        var psi = new ProcessStartInfo(Launcher)
+        var psi = new ProcessStartInfo(via?[0] ?? Launcher)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Reference.RepoRoot,
         };
+        if (via != null) foreach (var a in via.Skip(1).Append(Launcher)) psi.ArgumentList.Add(a);
         foreach (var a in mpiexecArgs) psi.ArgumentList.Add(a);
         // One libtorch thread per process, the default on a 2-core machine for 2 processes, whatever the machine.
         psi.Environment["OMP_NUM_THREADS"] = "1";
@@ -62,6 +67,7 @@ internal static class MpiJob
             p.BeginErrorReadLine();
         }
 
+        public bool HasExited => _p.HasExited;
         public string Out { get { lock (_out) return _out.ToString(); } }
         public string Err { get { lock (_err) return _err.ToString(); } }
 
@@ -187,6 +193,80 @@ public class DataParallelTests(FashionLatents data, ITestOutputHelper log) : ICl
         Assert.Contains("trained by 2 processes and continues with 1", warning);
         Assert.Equal("1", SafeTensors.ReadHeader(Path.Combine(again, "last.safetensors")).Metadata["svgd.world_size"]);
         Assert.True(GradientDifference(DiTMoments(Last("two")), DiTMoments(Path.Combine(again, "last.safetensors"))).Worst < 1e-4);
+    }
+
+    /// <summary>
+    /// Two hosts: ranks 0 and 1 in network namespaces joined by a veth pair (<see cref="NamespaceHosts"/>), started
+    /// by mpiexec from a hosts file as on two machines. They train what one process trains; rank 1's process is
+    /// killed after a checkpoint, which ends the job in one line naming it, and the run resumed from that
+    /// checkpoint ends bit for bit where the uninterrupted one did.
+    /// </summary>
+    [Fact]
+    public void DiTOnTwoHostsTrainsAsOneProcessAndResumesAfterLosingAHost()
+    {
+        string dir = Reference.TempDir();
+        using var hosts = NamespaceHosts.Create(dir);
+        const int steps = 8;
+        string[] Args(string run, int n) => new[] { "train", "--latents", data.Directory, "--out", Path.Combine(dir, run), "--preset", "svg-tiny",
+            "--steps", n.ToString(), "--batch-size", "8", "--lr", "1e-3", "--ema", "0.5", "--seed", "3", "--checkpoint-every", "2", "--sample-every", "0" };
+        string Last(string run) => Path.Combine(dir, run, "last.safetensors");
+        // The README's multi-host lines are these: the same hosts file, the same options.
+        string readme = File.ReadAllText(Path.Combine(Reference.RepoRoot, "README.md"));
+        Assert.Contains($"printf '{File.ReadAllText(hosts.HostsFile).Replace("\n", "\\n")}' > hosts", readme);
+        Assert.Contains($"mpiexec.mpich {string.Join(" ", NamespaceHosts.Options)} ./svgd train", readme);
+        MpiJob.Job OnTwoHosts(string[] args, IDictionary<string, string>? env = null) =>
+            MpiJob.Start(hosts.MpiexecArgs.Concat(MpiJob.SvgdCommand(args)), env, via: hosts.OnA);
+
+        var clock = Stopwatch.StartNew();
+        // One process with the one libtorch thread each process of the job has (two threads on a busy 2-core machine take 4 times as long).
+        Ok(MpiJob.Run(1, Args("one", steps)), "1 process");
+        log.WriteLine($"1 process: {clock.Elapsed.TotalSeconds:F1} s");
+        long sentBefore = hosts.BytesSentByB();
+        var two = Ok(OnTwoHosts(Args("two", steps)).Wait(120), "2 hosts");
+        long sent = hosts.BytesSentByB() - sentBefore;
+        log.WriteLine($"2 hosts: {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.StartsWith("data-parallel over 2 processes", two.Out.TrimStart());
+        Assert.True(two.Err.Trim() == "", two.Err);
+        // The gradients crossed the veth: each step rank 1 sends at least half its gradients to rank 0 (the whole of
+        // them with the allreduces MPICH picks for 2 ranks); through shared memory it would send a few kB in all.
+        var reduce = System.Text.RegularExpressions.Regex.Match(two.Out, @"gradient allreduce: ([0-9.]+) MiB per step");
+        Assert.True(reduce.Success, two.Out);
+        double gradientBytes = double.Parse(reduce.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * 1048576 * steps;
+        log.WriteLine($"host B sent {sent / 1048576.0:F1} MiB over the veth for {gradientBytes / 1048576:F1} MiB of gradients");
+        Assert.True(sent >= 0.5 * gradientBytes, $"host B sent {sent} bytes over the veth, less than half the {gradientBytes:F0} bytes of its gradients: the ranks did not talk over it");
+        var (worst, worstName) = GradientDifference(DiTMoments(Last("one")), DiTMoments(Last("two")));
+        double weights = MaxDiff(Last("one"), Last("two"), "model.", "ema.");
+        log.WriteLine($"DiT, {steps} steps: 1 process vs 2 hosts, largest difference of the Adam first moments {worst:g3} ({worstName}); weights {weights:g3}");
+        Assert.True(worst < 1e-4, $"the gradients of {worstName} differ by {worst:g3} of their scale between 1 process and 2 hosts");
+        Assert.True(weights < 1e-5, $"the weights differ by {weights:g3} between 1 process and 2 hosts");
+
+        // Host B's rank is killed once a checkpoint is written: the job ends, bounded, with one line naming rank 1.
+        string marker = Guid.NewGuid().ToString("N");
+        var watch = Stopwatch.StartNew();
+        using var job = OnTwoHosts(Args("cut", 1_000_000), new Dictionary<string, string> { ["SVGD_TEST_JOB"] = marker });
+        while (!File.Exists(Last("cut")) && !job.HasExited && watch.Elapsed < TimeSpan.FromSeconds(90)) Thread.Sleep(20);
+        var rank1 = MpiJob.RankProcesses("SVGD_TEST_JOB=" + marker, 1);
+        var rank0 = MpiJob.RankProcesses("SVGD_TEST_JOB=" + marker, 0);
+        Assert.True(rank1.Count == 1 && rank0.Count == 1, $"no checkpoint, or the ranks not found:\n{job.Out}\n{job.Err}");
+        Assert.Equal(hosts.A, NamespaceHosts.NamespaceOf(rank0[0]));
+        Assert.Equal(hosts.B, NamespaceHosts.NamespaceOf(rank1[0]));
+        Process.GetProcessById(rank1[0]).Kill();
+        log.WriteLine($"killed rank 1 (pid {rank1[0]} in {hosts.B}): {clock.Elapsed.TotalSeconds:F1} s");
+        var killed = job.Wait(60);
+        Assert.NotEqual(0, killed.Code);
+        var line = Assert.Single(killed.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        log.WriteLine($"{line}\n(mpiexec's exit code {killed.Code}, {clock.Elapsed.TotalSeconds:F1} s)");
+        Assert.Matches($@"^error: lost rank 1 of 2 \(pid {rank1[0]} on .* at {System.Text.RegularExpressions.Regex.Escape(NamespaceHosts.AddressB)}\): .*--resume", line);
+        Assert.Empty(MpiJob.RankProcesses("SVGD_TEST_JOB=" + marker, 0));
+        int cut = DiTTrainer.ReadInfo(Last("cut")).Step;
+        Assert.True(cut is > 0 and < steps && cut % 2 == 0, $"the job was cut at step {cut}, not before step {steps}");
+
+        // Resumed on the two hosts from the checkpoint the killed job left: the uninterrupted run's weights, bit for bit.
+        var resumed = Ok(OnTwoHosts(Args("cut", steps).Concat(new[] { "--resume", Last("cut") }).ToArray()).Wait(120), "2 hosts, resumed");
+        Assert.Contains($"steps {cut} -> {steps}", resumed.Out);
+        Assert.DoesNotContain("warning", resumed.Err);
+        AssertIdenticalFiles(Last("two"), Last("cut"));
+        log.WriteLine($"cut at step {cut}, resumed to {steps}: identical to the uninterrupted run; {clock.Elapsed.TotalSeconds:F1} s in all");
     }
 
     /// <summary>

@@ -26,6 +26,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
 
     readonly MPI.Environment _env;
     readonly Launch _launch;
+    PeerWatch? _watch;
     bool _disposed;
 
     public int Rank { get; }
@@ -54,8 +55,13 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         Check(U.MPI_Comm_size(U.MPI_COMM_WORLD, out size), "MPI_Comm_size");
         if (rank != launch.Rank || size != launch.Size)
             throw new SvgdException($"MPI says rank {rank} of {size} but the launcher said rank {launch.Rank} of {launch.Size}: {library} does not belong to the launcher ({MpiLaunch.Install})");
-        return new MpiCommunicator(env, launch, rank, size, $"MPI ({Path.GetFileName(library)})");
+        var comm = new MpiCommunicator(env, launch, rank, size, $"MPI ({Path.GetFileName(library)})");
+        comm._watch = PeerWatch.Start(comm, Console.Error);
+        return comm;
     }
+
+    /// <summary>Ranks whose loss only the launcher would notice: they cannot reach rank 0 over TCP (<see cref="PeerWatch"/>).</summary>
+    public IReadOnlyList<int> Unwatched => _watch?.Unwatched ?? Array.Empty<int>();
 
     /// <summary>Points MPI.NET's imports at <paramref name="library"/>; one line when it cannot be loaded.</summary>
     static void Resolve(string library)
@@ -183,6 +189,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator
 
     public void Abort(int code)
     {
+        // The other processes end without reporting this one lost (also under mpiexec -disable-auto-cleanup).
+        _watch?.Abort();
         // Hydra ends the job when a process exits with an error, silently; MPI_Abort (for other launchers,
         // which may not) adds MPICH's own line to the one the caller already printed.
         if (!_launch.Hydra) U.MPI_Abort(U.MPI_COMM_WORLD, code);
@@ -193,6 +201,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     {
         if (_disposed) return;
         _disposed = true;
+        // Goodbyes first: a process that ends now is not lost.
+        _watch?.Dispose();
         _env.Dispose();
     }
 }
