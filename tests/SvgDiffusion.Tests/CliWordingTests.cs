@@ -51,4 +51,20 @@ public class CliWordingTests
         Assert.StartsWith("sampling: 100%", progress[^1]);
         Assert.Contains($"wrote {o}", output.Replace("\n", ""));
     }
+
+    [Fact]
+    public void EditingCommandsTakeImagesAsArgumentsAndTheBundledModel()
+    {
+        string dir = Reference.TempDir(), o = Path.Combine(dir, "rec.png");
+        string folder = AutoencoderTrainingTests.FashionMnist;
+        var (code, output, err) = Reference.RunCli("reconstruct", folder, "--out", o);
+        Assert.True(code == 0, err);
+        Assert.True(File.Exists(o) && File.Exists(Path.Combine(dir, "rec.json")), "a .png --out is the grid, its metrics beside it");
+        Assert.Contains("the grid shows the first 32 of 40 pairs", output.Replace("\n", ""));
+        var images = SvgDiffusion.Data.ImageFiles.List(folder).Take(2).ToArray();
+        (code, _, err) = Reference.RunCli("mix", images[0], images[1], "--out", Path.Combine(dir, "mix.png"));
+        Assert.True(code == 0, err);
+        Assert.Equal("error: give two images: mix SEMANTIC.png DETAIL.png (got 1)", Error("mix", images[0], "--out", Path.Combine(dir, "m.png")));
+        Assert.StartsWith("error: give the two images either as arguments", Error("mix", images[0], images[1], "--semantic", images[0], "--out", Path.Combine(dir, "m.png")));
+    }
 }

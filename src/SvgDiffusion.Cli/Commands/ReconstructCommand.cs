@@ -15,8 +15,12 @@ internal static class ReconstructCommand
     public static Command Create(CliContext cli)
     {
         var ae = new AutoencoderOptions();
-        var images = new Option<string>("--images") { Description = "An image file or a folder of images.", Required = true };
-        var output = new Option<string>("--out") { Description = "Output folder: grid.png (originals beside reconstructions) and metrics.json.", Required = true }.OutputDir();
+        var imageArg = new Argument<string?>("images") { Description = "An image file or a folder of images.", Arity = ArgumentArity.ZeroOrOne }.InputPath();
+        var images = new Option<string?>("--images") { Description = "Instead of the argument: an image file or a folder of images." };
+        var output = new Option<string>("--out") { Description = "A .png: the grid (originals beside reconstructions) there and its metrics in <name>.json beside it; otherwise a folder for grid.png and metrics.json.", Required = true }
+            .Output(v => v.EndsWith(".png", StringComparison.OrdinalIgnoreCase) ? OptionRules.Kind.OutputFile : OptionRules.Kind.OutputDir);
+        ae.Autoencoder.Required = false;
+        ae.Autoencoder.Description += " Default: the bundled model's autoencoder.";
         var alignment = AutoencoderOptions.AlignmentOption();
         var batch = new Option<int>("--batch-size") { Description = "Images per pass.", DefaultValueFactory = _ => 8 };
         var max = new Option<int>("--grid-max") { Description = "Most image pairs shown in the grid.", DefaultValueFactory = _ => 32 };
@@ -25,20 +29,32 @@ internal static class ReconstructCommand
         var vgg = new Option<string?>("--vgg") { Description = "torchvision VGG-16 weights for LPIPS, unless --lpips holds them." };
         var features = new FeatureNetworkOptions();
         var precision = PrecisionOption.Create();
-        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM (and with --metrics LPIPS and rFID) per image and on average.") { images, output, alignment, batch, max, metrics, lpipsLin, vgg, precision };
+        var cmd = new Command("reconstruct", "Encode and decode images; write a side-by-side grid and report PSNR and SSIM (and with --metrics LPIPS and rFID) per image and on average.") { imageArg, images, output, alignment, batch, max, metrics, lpipsLin, vgg, precision };
         foreach (var o in ae.All.Concat(features.All)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
-            using var model = ae.LoadAny(p);
+            if (p.GetValue(imageArg) != null && p.GetValue(images) != null) throw new SvgdException("give the images either as the argument or as --images, not both");
+            string source = p.GetValue(imageArg) ?? p.GetValue(images) ?? throw new SvgdException("give an image or a folder: svgd reconstruct IMAGES --out rec.png");
+            string? aePath = p.GetValue(ae.Autoencoder);
+            if (aePath == null)
+            {
+                Sampling.BundledModel.EnsurePresent();
+                aePath = Sampling.BundledModel.AutoencoderPath;
+                cli.Console.MarkupLine($"bundled autoencoder [bold]{Sampling.BundledModel.Name}[/] ({Markup.Escape(Sampling.BundledModel.Directory)})");
+            }
+            using var model = ae.LoadAny(p, aePath);
             var dtype = PrecisionOption.Parse(p, precision);
             model.Module.to(dtype);
             var svg = model as SvgAutoencoder;
             if (p.GetValue(alignment) is string a)
                 (svg ?? throw new SvgdException("--alignment applies to SVG autoencoders only; this one is a VAE")).Alignment.Mode = AutoencoderOptions.ParseAlignment(a);
             int size = model.ImageSize, bs = p.GetValue(batch);
-            var (folder, batchOf) = AutoencoderOptions.Images(p.GetValue(images)!, size);
-            string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(outDir);
+            var (folder, batchOf) = AutoencoderOptions.Images(source, size);
+            string outValue = p.GetValue(output)!;
+            bool toFile = outValue.EndsWith(".png", StringComparison.OrdinalIgnoreCase);
+            string gridPath = toFile ? outValue : Path.Combine(outValue, "grid.png");
+            string metricsPath = toFile ? Path.ChangeExtension(outValue, ".json") : Path.Combine(outValue, "metrics.json");
+            if (!toFile) Directory.CreateDirectory(outValue);
             bool extra = p.GetValue(metrics);
             using var lpips = extra && p.GetValue(lpipsLin) is string lin ? Models.Losses.Lpips.Load(lin, p.GetValue(vgg)) : null;
             bool wantFd = extra && (p.GetValue(features.Inception) != null || p.GetValue(features.Network) != null);
@@ -78,7 +94,7 @@ internal static class ReconstructCommand
             });
             using (var stacked = torch.stack(pairs))
             using (var grid = ImageFiles.Grid(stacked, 2 * Math.Min(4, Math.Max(1, pairs.Count / 2))))
-                ImageFiles.SavePng(grid, Path.Combine(outDir, "grid.png"));
+                ImageFiles.SavePng(grid, gridPath);
             var table = new Table().Border(TableBorder.Simple).AddColumn("image").AddColumn(new TableColumn("PSNR (dB)").RightAligned()).AddColumn(new TableColumn("SSIM").RightAligned());
             var rows = folder.Files.Select((f, i) => new { file = Path.GetRelativePath(Directory.Exists(folder.Root) ? folder.Root : Path.GetDirectoryName(Path.GetFullPath(folder.Root))!, f), psnr = psnr[i], ssim = ssim[i] }).ToList();
             foreach (var r in rows.Take(50)) table.AddRow(Markup.Escape(r.file), r.psnr.ToString("F2"), r.ssim.ToString("F4"));
@@ -96,8 +112,10 @@ internal static class ReconstructCommand
             if (meanLpips is double l) cli.Console.MarkupLine($"[bold]LPIPS[/]: {l:F4}");
             if (rfid is double fd) cli.Console.MarkupLine($"[bold]r{net!.Label}[/]: {fd:F4}");
             string json = JsonSerializer.Serialize(new { mean_psnr = psnr.Average(), mean_ssim = ssim.Average(), lpips = meanLpips, rfid, rfid_label = net?.Label, images = rows }, SvgDiffusion.Runtime.Finite.MetricsJson);
-            AtomicFile.Write(Path.Combine(outDir, "metrics.json"), fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(json)));
-            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(Path.Combine(outDir, "grid.png"))}[/] and metrics.json");
+            AtomicFile.Write(metricsPath, fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(json)));
+            int shown = pairs.Count / 2;
+            string which = shown < folder.Count ? $" (the grid shows the first {shown} of {folder.Count} pairs; --grid-max for more)" : "";
+            cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(gridPath)}[/] and {Markup.Escape(metricsPath)}{Markup.Escape(which)}");
             return 0;
         }));
         return cmd;
