@@ -82,7 +82,7 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         Assert.Equal(10, classes.Resolve("10", "labels", allowNull: true));
         Assert.Contains("'10' is not a class index in 0..9", Refusal(() => classes.Resolve("10", "classes")));
         string unknown = Refusal(() => classes.Resolve("sneker", "--classes"));
-        Assert.StartsWith("--classes: unknown class 'sneker' (classes: ankle-boot, bag,", unknown);
+        Assert.StartsWith("--classes: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag,", unknown);
         Assert.Equal(new[] { 7, 1, 3 }, classes.ResolveAll(new[] { "sneaker,bag", "3" }, "classes"));
         // Names that do not match the classes one to one are not trusted.
         Assert.Null(new ClassLabels(10, Fashion.Take(9).ToList()).Names);
@@ -121,7 +121,7 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         Assert.Equal(new long[] { 7, 7, 1, 1 }, a["labels"].data<long>().ToArray());
         var bad = Reference.RunCli("sample", "--classes", "sneker", "--out", Path.Combine(dir, "x.png"));
         Assert.Equal(1, bad.Code);
-        Assert.Contains("error: --classes: unknown class 'sneker' (classes: ankle-boot, bag", bad.Err);
+        Assert.Contains("error: --classes: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag", bad.Err);
     }
 
     [Fact]
@@ -269,7 +269,7 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         }
         Refused(Reference.RunCli("vary", a, "--strength", "0", "--out", Path.Combine(dir, "v.png")), "--strength must be a finite number in (0, 1], got 0");
         Refused(Reference.RunCli("vary", a, "--class", "sneker", "--out", Path.Combine(dir, "v.png")),
-            "--class: unknown class 'sneker' (classes: ankle-boot, bag, coat, dress, pullover, sandal, shirt, sneaker, t-shirt, trouser; or indices 0..9)");
+            "--class: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag, 2 coat, 3 dress, 4 pullover, 5 sandal, 6 shirt, 7 sneaker, 8 t-shirt, 9 trouser; indices follow the sorted training folder names, not a data set's own label ids)");
         Refused(Reference.RunCli("interpolate", a, "--out", Path.Combine(dir, "i.png")), "give two images (or --seeds A,B), got 1");
         Refused(Reference.RunCli("interpolate", "--seeds", "1", "--out", Path.Combine(dir, "i.png")), "--seeds must be two whole numbers A,B, not '1'");
         string notImage = Path.Combine(dir, "notes.png");

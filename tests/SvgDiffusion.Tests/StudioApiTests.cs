@@ -163,7 +163,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
     {
         string J(string json) => json;
         yield return new object[] { "/api/generate", J("""{"steps": -3}"""), 400, "steps must be a positive whole number, got -3" };
-        yield return new object[] { "/api/generate", J("""{"classes": "sneker"}"""), 400, "classes: unknown class 'sneker' (classes: ankle-boot, bag," };
+        yield return new object[] { "/api/generate", J("""{"classes": "sneker"}"""), 400, "classes: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag," };
         yield return new object[] { "/api/generate", J("""{"classes": [12]}"""), 400, "classes: '12' is not a class index in 0..9" };
         yield return new object[] { "/api/generate", J("""{"n": 100000}"""), 400, "n 100000 is more than 64 samples" };
         yield return new object[] { "/api/generate", J("""{"n": 1e12}"""), 400, "n must be a whole number, got 1e12" };

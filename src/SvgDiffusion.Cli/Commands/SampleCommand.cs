@@ -17,7 +17,7 @@ internal static class SampleCommand
     {
         var models = new GenerationModelOptions();
         var ditOptions = models.DiT;
-        var classes = new Option<string?>("--classes") { Description = "Comma-separated classes, as indices or as the names the model stores (e.g. sneaker,bag); --n samples each, one grid row per class." };
+        var classes = new Option<string?>("--classes") { Description = "Comma-separated classes, as indices or as the names the model stores (e.g. sneaker,bag); --n samples each, one grid row per class. Indices are positions in the model's class list (its training folders sorted by name), not a data set's own label ids: the bundled model's 0 is ankle-boot." };
         var labels = new Option<string?>("--labels") { Description = "Comma-separated label of every sample, indices or names (instead of --classes); num_classes (or 'null') is the null (unconditional) label." };
         var n = new Option<int>("--n") { Description = $"Samples per class with --classes; otherwise the number of samples, with uniformly random labels (at most {MaxSamples:N0}; the bundled model without --n: one row of 8 per class).", DefaultValueFactory = _ => 8 };
         var output = new Option<string?>("--out") { Description = "PNG grid of the decoded samples." }.OutputFile();

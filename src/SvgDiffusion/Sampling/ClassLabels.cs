@@ -36,7 +36,7 @@ public sealed class ClassLabels
             for (int i = 0; i < Names.Count; i++)
                 if (string.Equals(Names[i], t, StringComparison.OrdinalIgnoreCase)) return i;
         throw new SvgdException(Names != null
-            ? $"{field}: unknown class '{t}' (classes: {string.Join(", ", Names)}; or indices 0..{max})"
+            ? $"{field}: unknown class '{t}' (classes, index = position: {string.Join(", ", Names.Select((n, i) => $"{i} {n}"))}; indices follow the sorted training folder names, not a data set's own label ids)"
             : $"{field}: '{t}' is not a class index in 0..{max} (this model stores no class names)");
     }
 
@@ -64,5 +64,5 @@ public sealed class ClassLabels
     /// <summary>The class name of a label, its index where the model has no names, "null" for the null label.</summary>
     public string Name(int label) => label == NullLabel ? "null" : Names != null && label >= 0 && label < Names.Count ? Names[label] : label.ToString(CultureInfo.InvariantCulture);
 
-    string NamesHint => Names != null ? $" (or a name: {string.Join(", ", Names)})" : "";
+    string NamesHint => Names != null ? $" (or a name; index = position: {string.Join(", ", Names.Select((n, i) => $"{i} {n}"))})" : "";
 }
