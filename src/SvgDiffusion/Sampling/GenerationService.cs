@@ -148,7 +148,7 @@ public sealed class GenerationService
     public GenerationResult Vary(Tensor rgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
         var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "variations need an autoencoder" : "variations need an SVG autoencoder (this one is a VAE)");
-        if (!(strength > 0 && strength <= 1)) throw new SvgdException($"strength must be in (0, 1], got {strength}");
+        GenerationRequest.ValidateStrength(strength);
         double t = 1 - strength;
         var generator = Generator(plan.Sampler, plan.Guidance);
         using var start = generator.Encode(editor.Prepare(new[] { rgb }));
