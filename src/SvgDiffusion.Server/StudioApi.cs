@@ -379,7 +379,8 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         _ => (500, $"internal error: {e.GetType().Name}: {e.Message.Split('\n')[0]}"),
     };
 
-    static JsonObject Error(string message) => new() { ["error"] = message };
+    /// <summary>The error body: one line, whatever the client's text quoted in it holds (a field name with a newline in it stays one line).</summary>
+    static JsonObject Error(string message) => new() { ["error"] = SvgdException.OneLine(message) };
 
     static Task Json(HttpContext ctx, int status, JsonObject body)
     {

@@ -67,6 +67,10 @@ public class StudioHostileRequestTests(StudioFixture fx)
         new("strength-overflow", Json("/api/vary", Utf8("""{"strength": 1e400}""")), 400, "strength must be a finite number in [0.001, 1], got Infinity"),
         new("strength-form-nan", Post("/api/vary", "application/x-www-form-urlencoded", Utf8("strength=nan")), 400, "strength must be a finite number in [0.001, 1], got NaN"),
 
+        // Text the error quotes, with line breaks in it: the error stays one line.
+        new("newline-in-value", Json("/api/generate", Utf8("""{"sampler": "euler\r\nX-Injected: 1"}""")), 400, "sampler must be euler or heun, not 'euler\\r\\nX-Injected: 1'"),
+        new("newline-in-form-name", Post("/api/generate", "application/x-www-form-urlencoded", Utf8("a%0Ab=1")), 400, "unknown field 'a\\nb'"),
+
         // Multipart whose framing is broken.
         new("multipart-boundary-mismatch", Post("/api/reconstruct", $"multipart/form-data; boundary={Boundary}", Utf8(Body.Replace(Boundary, "other-boundary"))), 400, "the form could not be read"),
         new("multipart-no-closing-boundary", Post("/api/reconstruct", $"multipart/form-data; boundary={Boundary}", Multipart(Boundary, "")), 400, "the form could not be read"),
@@ -133,7 +137,7 @@ public class StudioHostileRequestTests(StudioFixture fx)
             using var doc = JsonDocument.Parse(res.Body);
             string error = doc.RootElement.GetProperty("error").GetString()!;
             Assert.DoesNotContain('\n', error);
-            Assert.Contains(c.Error, error);
+            Assert.True(error.Contains(c.Error, StringComparison.Ordinal), $"{name}: '{error}' does not hold '{c.Error}'");
         }
         // Refused before any work.
         Assert.Equal(completed, (await fx.StatusAsync()).GetProperty("completed").GetInt32());
