@@ -74,9 +74,13 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     Task Refuse(HttpContext ctx, Exception e)
     {
         var (status, message) = Describe(e);
-        if (status == 500) options.Log?.Invoke($"{ctx.Request.Method} {ctx.Request.Path} failed: {e}");
+        if (status == 500) LogFailure(ctx, e);
         return Json(ctx, status, Error(message));
     }
+
+    /// <summary>A server error, for whoever runs the server: the request, then the exception with its stack.</summary>
+    void LogFailure(HttpContext ctx, Exception e) =>
+        options.Log?.Invoke($"{ctx.Request.Method} {ctx.Request.Path} failed: {e}");
 
     JsonObject Model()
     {
@@ -357,7 +361,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         catch (Exception e) when (e is not OperationCanceledException || !abort.IsCancellationRequested)
         {
             var (status, message) = Describe(e);
-            if (status == 500) options.Log?.Invoke($"{ctx.Request.Method} {ctx.Request.Path} failed: {e}");
+            if (status == 500) LogFailure(ctx, e);
             var err = Error(message);
             err["status"] = status;
             await Event(res, "error", err, abort);

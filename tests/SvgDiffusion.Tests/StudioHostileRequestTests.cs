@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using SvgDiffusion.Server;
 using Xunit;
 
 namespace SvgDiffusion.Tests;
@@ -141,6 +142,18 @@ public class StudioHostileRequestTests(StudioFixture fx)
         }
         // Refused before any work.
         Assert.Equal(completed, (await fx.StatusAsync()).GetProperty("completed").GetInt32());
+    }
+
+    [Fact]
+    public void UploadsStayInMemorySoTheLimitIsOneGibibyteAtMost()
+    {
+        // Above the form reader's int-sized buffer an upload would spill to a temporary file; the server writes no files.
+        new StudioOptions { MaxUploadBytes = StudioOptions.MaxUploadLimit }.Validate();
+        var e = Assert.Throws<SvgdException>(() => new StudioOptions { MaxUploadBytes = 4L << 30 }.Validate());
+        Assert.Equal("the upload limit must be at most 1 GiB (uploads are held in memory), got 4294967296 bytes", e.Message);
+        var cli = Reference.RunCli("serve", "--max-upload-mb", "4096");
+        Assert.Equal(1, cli.Code);
+        Assert.Equal("error: the upload limit must be at most 1 GiB (uploads are held in memory), got 4294967296 bytes", cli.Err.Trim());
     }
 
     [Fact]
