@@ -114,6 +114,24 @@ public class StudioFuzzTests(StudioFixture fx)
             cases.Add(new($"cut {e.Label} #{i}", Json(e.Path, body[..rng.Next(1, body.Length - 1)]), 400, "the body is not valid JSON"));
         }
 
+        // Images: the PNG itself with bytes flipped anywhere (header, chunk lengths, CRCs, pixel data), and valid
+        // images of shapes the editor must take (a pixel, a line, a tall strip).
+        byte[] image = Convert.FromBase64String(Image);
+        for (int i = 0; i < 32; i++)
+        {
+            byte[] b = (byte[])image.Clone();
+            for (int k = 1 + rng.Next(4); k > 0; k--) b[rng.Next(b.Length)] = (byte)rng.Next(256);
+            cases.Add(new($"png flip #{i}", Json("/api/reconstruct", Encoding.UTF8.GetBytes($"{{\"image\": \"{Convert.ToBase64String(b)}\"}}")), null));
+        }
+        foreach (var (h, w) in new[] { (1, 1), (1, 300), (300, 1), (33, 31) })
+        {
+            string odd;
+            using (var t = TorchSharp.torch.full(new long[] { 3, h, w }, 200, dtype: TorchSharp.torch.ScalarType.Byte)) odd = Convert.ToBase64String(Data.ImageFiles.EncodePng(t));
+            cases.Add(new($"image {h}x{w} reconstruct", Json("/api/reconstruct", Encoding.UTF8.GetBytes($"{{\"image\": \"{odd}\"}}")), null));
+            cases.Add(new($"image {h}x{w} mix", Json("/api/mix", Encoding.UTF8.GetBytes($"{{\"semantic\": \"{odd}\", \"detail\": \"{Image}\"}}")), null));
+            cases.Add(new($"image {h}x{w} interpolate", Json("/api/interpolate", Encoding.UTF8.GetBytes($"{{\"a\": \"{Image}\", \"b\": \"{odd}\", \"frames\": 2}}")), null));
+        }
+
         // Multipart: valid uploads with their framing mangled.
         byte[] png = Convert.FromBase64String(Image);
         byte[] form = Multipart(("image", png, true), ("precision", "fp32"u8.ToArray(), false));
