@@ -27,6 +27,10 @@ public sealed class ApiFields
         var fields = new ApiFields();
         string type = request.ContentType ?? "";
         bool isForm = request.HasFormContentType;
+        // A compressed body would otherwise be read as JSON or a form and refused as garbage.
+        string encoding = request.Headers.ContentEncoding.ToString();
+        if (encoding.Length > 0 && !encoding.Equals("identity", StringComparison.OrdinalIgnoreCase))
+            throw new ApiException(415, $"unsupported Content-Encoding '{encoding}': send the body uncompressed");
         try
         {
             if (isForm)

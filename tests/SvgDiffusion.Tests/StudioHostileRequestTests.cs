@@ -72,6 +72,9 @@ public class StudioHostileRequestTests(StudioFixture fx)
         new("newline-in-value", Json("/api/generate", Utf8("""{"sampler": "euler\r\nX-Injected: 1"}""")), 400, "sampler must be euler or heun, not 'euler\\r\\nX-Injected: 1'"),
         new("newline-in-form-name", Post("/api/generate", "application/x-www-form-urlencoded", Utf8("a%0Ab=1")), 400, "unknown field 'a\\nb'"),
 
+        // A compressed body is named as such, not parsed as garbage.
+        new("content-encoding-gzip", Post("/api/generate", "application/json", [0x1f, 0x8b, 0x08, 0x00, 0x00], "Content-Encoding: gzip"), 415, "unsupported Content-Encoding 'gzip': send the body uncompressed"),
+
         // Multipart whose framing is broken.
         new("multipart-boundary-mismatch", Post("/api/reconstruct", $"multipart/form-data; boundary={Boundary}", Utf8(Body.Replace(Boundary, "other-boundary"))), 400, "the form could not be read"),
         new("multipart-no-closing-boundary", Post("/api/reconstruct", $"multipart/form-data; boundary={Boundary}", Multipart(Boundary, "")), 400, "the form could not be read"),
