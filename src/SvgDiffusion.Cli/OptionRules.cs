@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using SvgDiffusion.Sampling;
 
 namespace SvgDiffusion.Cli;
 
@@ -25,13 +26,14 @@ internal static class OptionRules
         ["--lr"] = (0, true, double.MaxValue, "> 0"),
         ["--ema"] = (0, false, 1, "in [0, 1]"),
         ["--grad-clip"] = (0, false, double.MaxValue, ">= 0 (0: off)"),
-        ["--shift"] = (0, true, double.MaxValue, "> 0"),
-        ["--cfg"] = (0, false, double.MaxValue, ">= 0"),
-        ["--sample-cfg"] = (0, false, double.MaxValue, ">= 0"),
+        // Sampling's ranges are the library's (GenerationRequest), so the CLI and the studio refuse the same values in the same words.
+        ["--shift"] = (GenerationRequest.MinShift, false, GenerationRequest.MaxShift, "in " + GenerationRequest.Range(GenerationRequest.MinShift, GenerationRequest.MaxShift)),
+        ["--cfg"] = (0, false, GenerationRequest.MaxCfg, "in " + GenerationRequest.Range(0, GenerationRequest.MaxCfg)),
+        ["--sample-cfg"] = (0, false, GenerationRequest.MaxCfg, "in " + GenerationRequest.Range(0, GenerationRequest.MaxCfg)),
         ["--disc-weight"] = (0, false, double.MaxValue, ">= 0"),
         ["--weight-decay"] = (0, false, double.MaxValue, ">= 0"),
         ["--fp16-tolerance"] = (0, false, double.MaxValue, ">= 0"),
-        ["--strength"] = (0, true, 1, "in (0, 1]"),
+        ["--strength"] = (GenerationRequest.MinStrength, false, 1, "in " + GenerationRequest.Range(GenerationRequest.MinStrength, 1)),
     };
 
     /// <summary>Options that name an existing file wherever they appear.</summary>

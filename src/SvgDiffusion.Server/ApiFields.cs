@@ -26,9 +26,14 @@ public sealed class ApiFields
     {
         var fields = new ApiFields();
         string type = request.ContentType ?? "";
+        bool isForm = request.HasFormContentType;
+        // A compressed body would otherwise be read as JSON or a form and refused as garbage.
+        string encoding = request.Headers.ContentEncoding.ToString();
+        if (encoding.Length > 0 && !encoding.Equals("identity", StringComparison.OrdinalIgnoreCase))
+            throw new ApiException(415, $"unsupported Content-Encoding '{encoding}': send the body uncompressed");
         try
         {
-            if (request.HasFormContentType)
+            if (isForm)
             {
                 var form = await request.ReadFormAsync(cancel);
                 foreach (var (k, v) in form) fields._form[k] = v.ToString();
@@ -43,17 +48,100 @@ public sealed class ApiFields
             {
                 if (request.ContentLength is null or > 0)
                 {
-                    using var doc = await JsonDocument.ParseAsync(request.Body, default, cancel);
-                    if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ApiException(400, "the JSON body must be an object of fields, e.g. {\"classes\": \"sneaker\", \"n\": 4}");
-                    foreach (var p in doc.RootElement.EnumerateObject()) fields._json[p.Name] = p.Value.Clone();
+                    // Read whole (Kestrel bounds it by the upload limit), so its encoding is checked before any of it is parsed.
+                    using var ms = new MemoryStream();
+                    await request.Body.CopyToAsync(ms, cancel);
+                    if (ms.Length > 0) fields.ReadJson(ms.GetBuffer().AsMemory(0, (int)ms.Length));
                 }
             }
             else throw new ApiException(415, $"unsupported Content-Type '{type}': send JSON (application/json) or a form (multipart/form-data for images)");
         }
-        catch (JsonException e) { throw new ApiException(400, $"the body is not valid JSON ({e.Message.Split('\n')[0]})"); }
-        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge) { throw new ApiException(413, $"the request body is larger than this server accepts ({e.Message.Split('\n')[0]})"); }
-        catch (InvalidDataException e) { throw new ApiException(e.Message.Contains("limit", StringComparison.OrdinalIgnoreCase) ? 413 : 400, $"the form could not be read: {e.Message.Split('\n')[0]}"); }
+        catch (JsonException e) { throw new ApiException(400, $"the body is not valid JSON ({FirstLine(e)})"); }
+        // Kestrel's framing errors (a chunk size that is not hex, a body cut short): the client's, whatever the endpoint.
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge) { throw new ApiException(413, $"the request body is larger than this server accepts ({FirstLine(e)})"); }
+        catch (BadHttpRequestException e) { throw new ApiException(e.StatusCode is >= 400 and < 500 ? e.StatusCode : 400, $"the request body could not be read: {FirstLine(e)}"); }
+        catch (InvalidDataException e) { throw new ApiException(FormLimitStatus(e.Message), $"the form could not be read: {FirstLine(e)}"); }
+        catch (IOException e) when (!cancel.IsCancellationRequested)
+        {
+            // The multipart reader's "Unexpected end of Stream": the body ended before the closing boundary the
+            // Content-Type header names (a different boundary in the body, or none at its end).
+            if (isForm && e.Message.StartsWith("Unexpected end of Stream", StringComparison.Ordinal))
+                throw new ApiException(400, $"the form could not be read: the body ends before its closing boundary '--{Boundary(type)}--' (the boundary the Content-Type header gives)");
+            throw new ApiException(400, $"the request body could not be read: {FirstLine(e)}");
+        }
         return fields;
+    }
+
+    /// <summary>Form limits that are the server's size limits (413); the rest (boundary or header line too long) mean a malformed form (400).</summary>
+    static int FormLimitStatus(string message) =>
+        new[] { "body length limit", "Form key length limit", "Form value length limit", "Form value count limit" }.Any(m => message.Contains(m, StringComparison.OrdinalIgnoreCase))
+            ? StatusCodes.Status413PayloadTooLarge : StatusCodes.Status400BadRequest;
+
+    static string Boundary(string contentType) =>
+        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var m) ? Microsoft.Net.Http.Headers.HeaderUtilities.RemoveQuotes(m.Boundary).ToString() : "";
+
+    static string FirstLine(Exception e) => e.Message.Split('\n')[0].Trim();
+
+    /// <summary>
+    /// A JSON body: UTF-8 (a byte order mark allowed), an object, and every string in it text: the parser leaves
+    /// invalid UTF-8 and unpaired surrogate escapes (\ud800) inside strings until they are read, deep in an endpoint.
+    /// </summary>
+    void ReadJson(ReadOnlyMemory<byte> body)
+    {
+        int bom = body.Span.StartsWith(Utf8Bom) ? Utf8Bom.Length : 0;
+        int bad = FirstInvalidUtf8(body.Span[bom..]);
+        if (bad >= 0) throw new ApiException(400, $"the JSON body is not valid UTF-8 (byte {bom + bad})");
+        using var doc = JsonDocument.Parse(body[bom..]);
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ApiException(400, "the JSON body must be an object of fields, e.g. {\"classes\": \"sneaker\", \"n\": 4}");
+        foreach (var p in doc.RootElement.EnumerateObject())
+        {
+            string name = NameOf(p);
+            CheckText(p.Value, name);
+            _json[name] = p.Value.Clone();
+        }
+    }
+
+    static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];
+
+    /// <summary>The offset of the first byte that is not part of well-formed UTF-8, or -1.</summary>
+    static int FirstInvalidUtf8(ReadOnlySpan<byte> bytes)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(bytes)) return -1;
+        Span<char> chars = stackalloc char[1024];
+        int offset = 0;
+        while (true)
+        {
+            var status = System.Text.Unicode.Utf8.ToUtf16(bytes[offset..], chars, out int read, out _, replaceInvalidSequences: false);
+            offset += read;
+            if (status != System.Buffers.OperationStatus.DestinationTooSmall) return status == System.Buffers.OperationStatus.Done ? -1 : offset;
+        }
+    }
+
+    static string NameOf(JsonProperty p)
+    {
+        try { return p.Name; }
+        catch (InvalidOperationException) { throw new ApiException(400, "a field name: the JSON string is not valid Unicode (an unpaired surrogate escape)"); }
+    }
+
+    static void CheckText(JsonElement e, string field)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.String:
+                try { e.GetString(); }
+                catch (InvalidOperationException)
+                {
+                    string raw = e.GetRawText();
+                    throw new ApiException(400, $"{field}: the JSON string {(raw.Length > 40 ? raw[..40] + "..." : raw)} is not valid Unicode (an unpaired surrogate escape)");
+                }
+                break;
+            case JsonValueKind.Array:
+                foreach (var x in e.EnumerateArray()) CheckText(x, field);
+                break;
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject()) CheckText(p.Value, $"{field}.{NameOf(p)}");
+                break;
+        }
     }
 
     public IEnumerable<string> Names => _json.Keys.Concat(_form.Keys).Concat(_files.Keys);
@@ -96,7 +184,8 @@ public sealed class ApiFields
         if (_form.TryGetValue(name, out var s))
             return double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : throw new ApiException(400, $"{name} must be a number, got '{s}'");
         if (!_json.TryGetValue(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
-        if (e.ValueKind == JsonValueKind.Number) return e.GetDouble();
+        // A number beyond double's range (1e400) is read as infinity, so the field's range check names it.
+        if (e.ValueKind == JsonValueKind.Number) return e.TryGetDouble(out double d) ? d : double.Parse(e.GetRawText(), NumberStyles.Float, CultureInfo.InvariantCulture);
         if (e.ValueKind == JsonValueKind.String && double.TryParse(e.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out double ds)) return ds;
         throw new ApiException(400, $"{name} must be a number, got {e.GetRawText()}");
     }

@@ -17,29 +17,70 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
 
     static readonly string[] SamplingFields = { "n", "steps", "cfg", "guidance", "sampler", "shift", "seed", "precision" };
 
+    /// <summary>The methods each API path takes (its GET also answers HEAD), for the 405 answer's Allow header.</summary>
+    readonly Dictionary<string, string[]> _methods = new(StringComparer.OrdinalIgnoreCase);
+
     public void Map(WebApplication app)
     {
         app.Use(async (ctx, next) =>
         {
             var sw = Stopwatch.StartNew();
-            await next();
+            try { await next(); }
+            // Whatever escaped an endpoint: a client's mistake keeps its 4xx, anything else is a 500 with its stack logged.
+            catch (Exception e) when (!ctx.Response.HasStarted && !ctx.RequestAborted.IsCancellationRequested)
+            {
+                await Refuse(ctx, e);
+            }
             if (options.Log != null && ctx.Request.Path.StartsWithSegments("/api"))
                 options.Log($"{ctx.Request.Method} {ctx.Request.Path} {(ctx.RequestAborted.IsCancellationRequested ? "client gone" : ctx.Response.StatusCode.ToString())} {sw.Elapsed.TotalSeconds:F2} s");
         });
-        app.MapGet("/", async ctx => await EmbeddedAssets.TrySendAsync(ctx, "index.html"));
-        app.MapGet("/{file}", async ctx =>
+        app.MapMethods("/", GetAndHead, async ctx => await EmbeddedAssets.TrySendAsync(ctx, "index.html"));
+        app.MapMethods("/{file}", GetAndHead, async ctx =>
         {
             if (!await EmbeddedAssets.TrySendAsync(ctx, (string)ctx.Request.RouteValues["file"]!)) ctx.Response.StatusCode = 404;
         });
-        app.MapGet("/api/model", ctx => Json(ctx, 200, Model()));
-        app.MapGet("/api/status", ctx => Json(ctx, 200, Status()));
-        app.MapPost("/api/generate", ctx => Handle(ctx, Generate));
-        app.MapPost("/api/vary", ctx => Handle(ctx, Vary));
-        app.MapPost("/api/interpolate", ctx => Handle(ctx, Interpolate));
-        app.MapPost("/api/mix", ctx => Handle(ctx, Mix));
-        app.MapPost("/api/reconstruct", ctx => Handle(ctx, Reconstruct));
-        app.Map("/api/{**rest}", ctx => Json(ctx, 404, Error($"no endpoint {ctx.Request.Method} {ctx.Request.Path} (see GET /api/model and the README)")));
+        Api(app, "/api/model", HttpMethods.Get, ctx => Json(ctx, 200, Model()));
+        Api(app, "/api/status", HttpMethods.Get, ctx => Json(ctx, 200, Status()));
+        Api(app, "/api/generate", HttpMethods.Post, ctx => Handle(ctx, Generate));
+        Api(app, "/api/vary", HttpMethods.Post, ctx => Handle(ctx, Vary));
+        Api(app, "/api/interpolate", HttpMethods.Post, ctx => Handle(ctx, Interpolate));
+        Api(app, "/api/mix", HttpMethods.Post, ctx => Handle(ctx, Mix));
+        Api(app, "/api/reconstruct", HttpMethods.Post, ctx => Handle(ctx, Reconstruct));
+        app.Map("/api/{**rest}", NoEndpoint);
     }
+
+    static readonly string[] GetAndHead = { HttpMethods.Get, HttpMethods.Head };
+
+    void Api(WebApplication app, string path, string method, RequestDelegate handler)
+    {
+        string[] methods = method == HttpMethods.Get ? GetAndHead : new[] { method };
+        app.MapMethods(path, methods, handler);
+        _methods[path] = methods;
+    }
+
+    /// <summary>An API path that exists but not for this method: 405 with the methods it takes; otherwise 404.</summary>
+    Task NoEndpoint(HttpContext ctx)
+    {
+        string path = ctx.Request.Path.Value ?? "";
+        if (_methods.TryGetValue(path.TrimEnd('/'), out var allowed))
+        {
+            ctx.Response.Headers.Allow = string.Join(", ", allowed);
+            return Json(ctx, 405, Error($"{ctx.Request.Method} is not allowed on {path.TrimEnd('/')} (it takes {string.Join(" or ", allowed)})"));
+        }
+        return Json(ctx, 404, Error($"no endpoint {ctx.Request.Method} {ctx.Request.Path} (see GET /api/model and the README)"));
+    }
+
+    /// <summary>Answers an exception as JSON: its status and one line; a 5xx that is not the server stopping is logged with its stack.</summary>
+    Task Refuse(HttpContext ctx, Exception e)
+    {
+        var (status, message) = Describe(e);
+        if (status == 500) LogFailure(ctx, e);
+        return Json(ctx, status, Error(message));
+    }
+
+    /// <summary>A server error, for whoever runs the server: the request, then the exception with its stack.</summary>
+    void LogFailure(HttpContext ctx, Exception e) =>
+        options.Log?.Invoke($"{ctx.Request.Method} {ctx.Request.Path} failed: {e}");
 
     JsonObject Model()
     {
@@ -101,7 +142,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     {
         f.Allow(SamplingFields.Prepend("strength").Prepend("class").Prepend("image").ToArray());
         double strength = f.Double("strength") ?? DefaultStrength;
-        if (!(strength > 0 && strength <= 1)) throw new ApiException(400, $"strength must be a number in (0, 1], got {strength}");
+        GenerationRequest.ValidateStrength(strength);
         var plan = service.Plan(f.GenerationRequest("class", DefaultVariations), Limits, unconditionalByDefault: true, classesField: "class");
         var image = Upload(f, "image");
         return new Prepared(item =>
@@ -278,10 +319,9 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
             else await Json(ctx, 200, result.ToJson());
         }
         catch (OperationCanceledException) when (abort.IsCancellationRequested) { /* the client went away: nobody to answer */ }
-        catch (Exception e) when (!ctx.Response.HasStarted)
+        catch (Exception e) when (!ctx.Response.HasStarted && !abort.IsCancellationRequested)
         {
-            var (status, message) = Describe(e);
-            await Json(ctx, status, Error(message));
+            await Refuse(ctx, e);
         }
     }
 
@@ -321,6 +361,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         catch (Exception e) when (e is not OperationCanceledException || !abort.IsCancellationRequested)
         {
             var (status, message) = Describe(e);
+            if (status == 500) LogFailure(ctx, e);
             var err = Error(message);
             err["status"] = status;
             await Event(res, "error", err, abort);
@@ -336,12 +377,14 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     static (int Status, string Message) Describe(Exception e) => e switch
     {
         ApiException a => (a.Status, a.Message),
+        BadHttpRequestException b => (b.StatusCode, $"the request could not be read: {b.Message.Split('\n')[0].Trim()}"),
         OperationCanceledException => (503, "the server is stopping"),
         SvgdException s => (500, s.Message),
         _ => (500, $"internal error: {e.GetType().Name}: {e.Message.Split('\n')[0]}"),
     };
 
-    static JsonObject Error(string message) => new() { ["error"] = message };
+    /// <summary>The error body: one line, whatever the client's text quoted in it holds (a field name with a newline in it stays one line).</summary>
+    static JsonObject Error(string message) => new() { ["error"] = SvgdException.OneLine(message) };
 
     static Task Json(HttpContext ctx, int status, JsonObject body)
     {

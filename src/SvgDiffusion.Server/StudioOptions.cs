@@ -33,9 +33,14 @@ public sealed record StudioOptions
         if (MaxSteps < 1) throw new SvgdException($"--max-steps must be a positive whole number, got {MaxSteps}");
         if (MaxFrames < 2) throw new SvgdException($"--max-frames must be at least 2, got {MaxFrames}");
         if (MaxUploadBytes < 1024) throw new SvgdException($"the upload limit must be at least 1 KiB, got {MaxUploadBytes} bytes");
+        // Uploads are held in memory, never written: above this the form reader's buffer (an int) could not hold them and would spill to a temporary file.
+        if (MaxUploadBytes > MaxUploadLimit) throw new SvgdException($"the upload limit must be at most 1 GiB (uploads are held in memory), got {MaxUploadBytes} bytes");
         if (MaxUploadPixels < 1) throw new SvgdException($"the upload pixel limit must be positive, got {MaxUploadPixels}");
         return this;
     }
+
+    /// <summary>The largest <see cref="MaxUploadBytes"/> a server accepts: 1 GiB.</summary>
+    public const long MaxUploadLimit = 1L << 30;
 
     public bool IsLocalhost => Host.Equals("localhost", StringComparison.OrdinalIgnoreCase);
 }

@@ -18,9 +18,10 @@ public sealed class SvgdException : Exception
 
     /// <summary>
     /// Names quoted from a damaged file (a tensor key, a zip entry) can hold line breaks or terminal
-    /// control characters; escaped, the message stays the single line the CLI promises.
+    /// control characters; escaped, the message stays the single line the CLI promises (and the studio's
+    /// JSON errors, which quote the client's text, use the same escapes).
     /// </summary>
-    static string OneLine(string message)
+    public static string OneLine(string message)
     {
         if (!message.Any(char.IsControl)) return message;
         var sb = new System.Text.StringBuilder(message.Length + 16);

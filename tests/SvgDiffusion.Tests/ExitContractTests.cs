@@ -68,6 +68,9 @@ public class ExitContractTests(FashionLatents data) : IClassFixture<FashionLaten
         Refused(Run("train-autoencoder", "--images", Fashion, "--out", o, "--preset", "svg-resnet18-32px", "--lr", "NaN"), "--lr must be a finite number");
         Refused(Run("train-autoencoder", "--images", Fashion, "--out", o, "--preset", "svg-resnet18-32px", "--lr", "-1"), "--lr must be");
         Refused(Run("sample", "--cfg", "Infinity", "--out", Path.Combine(o, "g.png")), "--cfg must be a finite number");
+        // A subnormal shift is "> 0" but makes the sampler's last time 0/0: refused up front, in the studio's words.
+        Refused(Run("sample", "--shift", "1e-320", "--out", Path.Combine(o, "g.png")), "--shift must be a finite number in [0.001, 1000], got 1E-320");
+        Refused(Run("sample", "--cfg", "1e30", "--out", Path.Combine(o, "g.png")), "--cfg must be a finite number in [0, 100], got 1E+30");
         // The library refuses the same values for callers that bypass the command line.
         Assert.Throws<SvgdException>(() => new DiTTrainingConfig { EmaDecay = double.NaN }.Validate());
         Assert.Throws<SvgdException>(() => new AutoencoderTrainingConfig { LearningRate = double.NaN }.Validate());

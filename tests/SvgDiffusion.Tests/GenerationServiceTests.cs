@@ -63,8 +63,14 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         Assert.Equal("steps 500 is more than the limit of 200", Refusal(() => (ok with { Steps = 500 }).Validate(Small)));
         Assert.Equal("n 100000 is more than 64 samples (server limit)", Refusal(() => (ok with { N = 100000 }).Validate(Small)));
         Assert.Equal("n must be a positive whole number, got 0", Refusal(() => (ok with { N = 0 }).Validate(Small)));
-        Assert.Equal("cfg must be a finite number >= 0, got NaN", Refusal(() => (ok with { Cfg = double.NaN }).Validate(Small)));
-        Assert.Equal("shift must be a finite number > 0, got 0", Refusal(() => (ok with { Shift = 0 }).Validate(Small)));
+        Assert.Equal("cfg must be a finite number in [0, 100], got NaN", Refusal(() => (ok with { Cfg = double.NaN }).Validate(Small)));
+        Assert.Equal("shift must be a finite number in [0.001, 1000], got 0", Refusal(() => (ok with { Shift = 0 }).Validate(Small)));
+        // Subnormal and huge values would pass "> 0" and "finite", then come out of the sampler as NaN.
+        Assert.Equal("shift must be a finite number in [0.001, 1000], got 1E-320", Refusal(() => (ok with { Shift = 1e-320 }).Validate(Small)));
+        Assert.Equal("--shift must be a finite number in [0.001, 1000], got 1E+300", Refusal(() => (ok with { Shift = 1e300 }).Validate(GenerationLimits.Cli, "--")));
+        Assert.Equal("cfg must be a finite number in [0, 100], got 1E+30", Refusal(() => (ok with { Cfg = 1e30 }).Validate(Small)));
+        Assert.Equal("strength must be a finite number in [0.001, 1], got 1E-320", Refusal(() => GenerationRequest.ValidateStrength(1e-320)));
+        Assert.StartsWith("guidance: unknown guidance mode 'cfg_star-1-1e300'", Refusal(() => (ok with { Guidance = "cfg_star-1-1e300" }).Validate(Small)));
         Assert.Equal("sampler must be euler or heun, not 'rk4'", Refusal(() => (ok with { Sampler = "rk4" }).Validate(Small)));
         Assert.StartsWith("guidance: unknown guidance mode 'sometimes'", Refusal(() => (ok with { Guidance = "sometimes" }).Validate(Small)));
         Assert.Equal("--precision must be one of auto, fp32, bf16, not 'fp16'", Refusal(() => (ok with { Precision = "fp16" }).Validate(Small, "--")));
@@ -179,7 +185,7 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
         Assert.True(dLow < 0.5 * dHigh, $"strength 0.2 ({dLow:F3}) should stay much nearer the image than 0.8 ({dHigh:F3})");
         Assert.True(dLow < 0.5 * dPlain, $"strength 0.2 ({dLow:F3}) vs plain samples ({dPlain:F3})");
         Assert.Equal(4, (int)low.Images!.shape[0]);
-        Assert.Contains("strength must be in (0, 1]", Refusal(() => s.Vary(image, 0, plan)));
+        Assert.Contains("strength must be a finite number in [0.001, 1], got 0", Refusal(() => s.Vary(image, 0, plan)));
     }
 
     [Fact]
@@ -267,7 +273,7 @@ public class GenerationServiceTests(BundledService fx, ITestOutputHelper log) : 
             Assert.True(r.Code == 1, $"exit {r.Code}: {r.Err}{r.Out}");
             Assert.Equal($"error: {expected}", r.Err.Trim());
         }
-        Refused(Reference.RunCli("vary", a, "--strength", "0", "--out", Path.Combine(dir, "v.png")), "--strength must be a finite number in (0, 1], got 0");
+        Refused(Reference.RunCli("vary", a, "--strength", "0", "--out", Path.Combine(dir, "v.png")), "--strength must be a finite number in [0.001, 1], got 0");
         Refused(Reference.RunCli("vary", a, "--class", "sneker", "--out", Path.Combine(dir, "v.png")),
             "--class: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag, 2 coat, 3 dress, 4 pullover, 5 sandal, 6 shirt, 7 sneaker, 8 t-shirt, 9 trouser; indices follow the sorted training folder names, not a data set's own label ids)");
         Refused(Reference.RunCli("interpolate", a, "--out", Path.Combine(dir, "i.png")), "give two images (or --seeds A,B), got 1");

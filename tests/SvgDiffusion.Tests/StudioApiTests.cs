@@ -219,7 +219,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
         await AssertRefused(await fx.Http.SendAsync(StudioFixture.Form("/api/reconstruct", [], [("image", Array.Empty<byte>())])),
             400, "image (uploaded image): empty, not an image");
         await AssertRefused(await fx.Http.SendAsync(StudioFixture.Form("/api/vary", [("strength", "0")], [("image", good)])),
-            400, "strength must be a number in (0, 1], got 0");
+            400, "strength must be a finite number in [0.001, 1], got 0");
         await AssertRefused(await fx.Http.SendAsync(StudioFixture.Form("/api/vary", [("class", "sneker")], [("image", good)])),
             400, "class: unknown class 'sneker'");
         await AssertRefused(await fx.Http.SendAsync(StudioFixture.Form("/api/mix", [("semantic", "/etc/passwd")], [("detail", good)])),

@@ -12,7 +12,7 @@ internal static class VaryCommand
     {
         var models = new GenerationModelOptions();
         var image = new Argument<string>("image") { Description = "The image to vary." }.InputPath();
-        var strength = new Option<double>("--strength") { Description = "How far towards noise the image's latent is moved before the DiT brings it back, in (0, 1]: small keeps the layout and changes details, 1 ignores the image.", DefaultValueFactory = _ => 0.5 };
+        var strength = new Option<double>("--strength") { Description = "How far towards noise the image's latent is moved before the DiT brings it back, in [0.001, 1]: small keeps the layout and changes details, 1 ignores the image.", DefaultValueFactory = _ => 0.5 };
         var cls = new Option<string?>("--class") { Description = "Class to steer towards, an index or a name (default: unconditional)." };
         var n = new Option<int>("--n") { Description = "Number of variations (sample i's noise depends on (seed, i)).", DefaultValueFactory = _ => 4 };
         var output = new Option<string?>("--out") { Description = "PNG grid of the variations." }.OutputFile();

@@ -49,6 +49,13 @@ public sealed record GenerationRequest
 
     public const int DefaultN = 8, DefaultSteps = 25;
     public const double DefaultCfg = 1.5;
+
+    /// <summary>
+    /// The ranges of the real-valued fields. Wider than any useful value, and narrow enough that the float32
+    /// schedule and the guided velocities stay finite: a shift of 1e-320 makes the last time 0/0, a cfg of
+    /// 1e30 overflows the latents, and either would only show as "sampled latents hold NaN" after the work.
+    /// </summary>
+    public const double MinShift = 1e-3, MaxShift = 1e3, MaxCfg = 100, MinStrength = 1e-3;
     public static readonly string[] Samplers = { "euler", "heun" };
 
     /// <summary>
@@ -66,8 +73,8 @@ public sealed record GenerationRequest
         }
         if (Steps <= 0) throw new SvgdException($"{prefix}steps must be a positive whole number, got {Steps}");
         if (Steps > limits.MaxSteps) throw new SvgdException($"{prefix}steps {Steps} is more than the limit of {limits.MaxSteps:N0}{limits.StepsHint}");
-        if (!double.IsFinite(Cfg) || Cfg < 0) throw new SvgdException($"{prefix}cfg must be a finite number >= 0, got {Num(Cfg)}");
-        if (!double.IsFinite(Shift) || Shift <= 0) throw new SvgdException($"{prefix}shift must be a finite number > 0, got {Num(Shift)}");
+        CheckRange($"{prefix}cfg", Cfg, 0, MaxCfg);
+        CheckRange($"{prefix}shift", Shift, MinShift, MaxShift);
         if (!Samplers.Contains((Sampler ?? "").Trim().ToLowerInvariant()))
             throw new SvgdException($"{prefix}sampler must be {string.Join(" or ", Samplers)}, not '{Sampler}'");
         try { GuidanceSchedule.Parse(Cfg, Guidance); }
@@ -107,6 +114,22 @@ public sealed record GenerationRequest
         var guidance = GuidanceSchedule.Parse(Cfg, Guidance);
         return new GenerationPlan(this, labels, rows, sampler, guidance, ResolvePrecision(prefix)) { Prefix = prefix };
     }
+
+    /// <summary>An SDEdit strength (how far towards noise an image is moved): 1 is pure noise; below <see cref="MinStrength"/> the start time rounds to the end.</summary>
+    public static void ValidateStrength(double strength, string prefix = "") => CheckRange($"{prefix}strength", strength, MinStrength, 1);
+
+    /// <summary>
+    /// A real-valued field: finite (NaN passes no comparison, so it is named explicitly; 1e400 reads as
+    /// infinity) and in [min, max]. A subnormal shift or strength is below its minimum; a subnormal cfg is 0.
+    /// </summary>
+    public static void CheckRange(string field, double value, double min, double max)
+    {
+        if (!double.IsFinite(value) || value < min || value > max)
+            throw new SvgdException($"{field} must be a finite number in {Range(min, max)}, got {Num(value)}");
+    }
+
+    /// <summary>"[min, max]" as the refusals write it.</summary>
+    public static string Range(double min, double max) => $"[{Num(min)}, {Num(max)}]";
 
     /// <summary>The resolved precision, or null when the request leaves it to the loaded model.</summary>
     public ScalarType? ResolvePrecision(string prefix = "")

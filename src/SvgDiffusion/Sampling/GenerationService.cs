@@ -159,7 +159,7 @@ public sealed class GenerationService
     public GenerationResult Vary(Tensor rgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
         var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "variations need an autoencoder" : "variations need an SVG autoencoder (this one is a VAE)");
-        if (!(strength > 0 && strength <= 1)) throw new SvgdException($"strength must be in (0, 1], got {strength}");
+        GenerationRequest.ValidateStrength(strength);
         double t = 1 - strength;
         EnsureFits(plan.Count, Model.Config.InputSize, Model.Config.InputSize, decode: true, plan.Prefix);
         var generator = Generator(plan.Sampler, plan.Guidance);

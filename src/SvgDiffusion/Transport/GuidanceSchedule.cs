@@ -35,6 +35,9 @@ public sealed record GuidanceSchedule
         Scale = scale; Mode = mode; Threshold = threshold; OverrideSteps = overrideSteps; OverrideFactor = overrideFactor;
     }
 
+    /// <summary>The largest |r| of <c>cfg_star-k-r</c>: -r v_u with r = 1e300 overflows the first steps' latents.</summary>
+    public const double MaxOverrideFactor = 100;
+
     public static GuidanceSchedule None { get; } = new(1.0, GuidanceMode.Constant, 0, 0, 0);
 
     public static GuidanceSchedule Constant(double scale) => new(CheckScale(scale), GuidanceMode.Constant, 0, 0, 0);
@@ -54,9 +57,9 @@ public sealed record GuidanceSchedule
         if (parts[0] == "early" && parts.Length == 2 && TryNumber(parts[1], out double t0) && t0 is >= 0 and <= 1)
             return new(scale, GuidanceMode.Early, t0, 0, 0);
         if (parts[0] is "cfg_star" or "cfgstar" && parts.Length == 3
-            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int k) && TryNumber(parts[2], out double r))
+            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int k) && TryNumber(parts[2], out double r) && Math.Abs(r) <= MaxOverrideFactor)
             return new(scale, GuidanceMode.CfgStar, 0, k, r);
-        throw new SvgdException($"unknown guidance mode '{mode}' (known: constant, late, linear, early-<t0> with t0 in [0, 1], cfg_star-<steps>-<factor>)");
+        throw new SvgdException($"unknown guidance mode '{mode}' (known: constant, late, linear, early-<t0> with t0 in [0, 1], cfg_star-<steps>-<factor> with factor in [0, 100])");
     }
 
     /// <summary>Whether guidance applies at all, given whether null labels were supplied.</summary>
