@@ -121,7 +121,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         ["completed"] = Queue.Completed, ["cancelled"] = Queue.Cancelled, ["failed"] = Queue.Failed, ["rejected"] = Queue.Rejected,
     };
 
-    const double DefaultStrength = 0.5;
+    const double DefaultStrength = GenerationRequest.DefaultStrength;
     const int DefaultFrames = 8, DefaultVariations = 4;
 
     /// <summary>A parsed request: the work to queue, and the inputs it owns (decoded uploads).</summary>

@@ -115,6 +115,10 @@ public sealed record GenerationRequest
         return new GenerationPlan(this, labels, rows, sampler, guidance, ResolvePrecision(prefix)) { Prefix = prefix };
     }
 
+    /// <summary>The SDEdit strength the CLI and the studio start from: visibly new samples that keep the source's shape
+    /// (strength is the fraction of the sampling schedule run, <see cref="GenerationService.StartTime"/>).</summary>
+    public const double DefaultStrength = 0.3;
+
     /// <summary>An SDEdit strength (how far towards noise an image is moved): 1 is pure noise; below <see cref="MinStrength"/> the start time rounds to the end.</summary>
     public static void ValidateStrength(double strength, string prefix = "") => CheckRange($"{prefix}strength", strength, MinStrength, 1);
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using SvgDiffusion.Data;
 using SvgDiffusion.Models.Autoencoder;
 using SvgDiffusion.Models.Diffusion;
+using SvgDiffusion.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -152,15 +153,15 @@ public sealed class GenerationService
 
     /// <summary>
     /// SDEdit variations of one image: its latent is moved along the flow's straight path towards noise
-    /// (sample i's, from the seed) to time t = 1 - <paramref name="strength"/>, and the DiT integrates it back
-    /// to t = 1 under the plan's labels. Strength 1 starts from pure noise (plain sampling); small strengths
-    /// keep the layout and change details.
+    /// (sample i's, from the seed) to the start time of <paramref name="strength"/> (<see cref="StartTime"/>), and the
+    /// DiT integrates it back to t = 1 under the plan's labels. Strength 1 starts from pure noise (plain sampling);
+    /// small strengths keep the layout and change details.
     /// </summary>
     public GenerationResult Vary(Tensor rgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
     {
         var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "variations need an autoencoder" : "variations need an SVG autoencoder (this one is a VAE)");
         GenerationRequest.ValidateStrength(strength);
-        double t = 1 - strength;
+        double t = StartTime(strength, plan.Sampler.TimestepShift);
         EnsureFits(plan.Count, Model.Config.InputSize, Model.Config.InputSize, decode: true, plan.Prefix);
         var generator = Generator(plan.Sampler, plan.Guidance);
         using var start = generator.Encode(editor.Prepare(new[] { rgb }));
@@ -176,6 +177,15 @@ public sealed class GenerationService
             return xt.MoveToOuterDisposeScope();
         }, startTime: t, rowNames: null, columns: 0);
     }
+
+    /// <summary>
+    /// The flow time an SDEdit run of <paramref name="strength"/> starts from: the point of the sampling schedule
+    /// (shifted by <paramref name="shift"/>) after a fraction 1 - strength of it, which is what strength means in
+    /// diffusers' img2img (strength 0.5 skips the first half of the schedule). The sampler spends most of its
+    /// schedule near noise (shift 0.15), where the image's content is decided; a straight t = 1 - strength left
+    /// strength 0.5 at t = 0.5, after the content was decided, and returned copies of the input.
+    /// </summary>
+    public static double StartTime(double strength, double shift) => RectifiedFlow.Shift(1 - strength, shift);
 
     /// <summary>
     /// <paramref name="frames"/> samples of one label whose noises walk the sphere from sample 0 of
