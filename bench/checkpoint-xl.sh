@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# SVG-XL training checkpoint: save and bit-exact resume (issue 28 item 7), one process each under
+# /usr/bin/time -v for its peak memory. Needs about 14-20 GB of RAM per process and about 11 GB of disk
+# per checkpoint; on a shared machine the phases hold /tmp/svgd-bigmem.lock so one big job runs at a time.
+#   bench/checkpoint-xl.sh [fp32|bf16] [preset] [dir]
+# Prints the checkpoint size, save and load times, each phase's peak RSS and whether the resumed run
+# equals the uninterrupted one bit for bit; the checkpoint is deleted after (KEEP=1 keeps it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+precision=${1:-fp32}
+preset=${2:-svg-xl}
+dir=${3:-runs/checkpoint-$preset-$precision}
+dotnet build bench/SvgDiffusion.Bench -c Release -nologo -v q -clp:ErrorsOnly
+bench="dotnet bench/SvgDiffusion.Bench/bin/Release/net10.0/SvgDiffusion.Bench.dll checkpoint"
+mkdir -p "$dir"
+rc=0
+for phase in straight resume; do
+  flock /tmp/svgd-bigmem.lock /usr/bin/time -v -o "$dir/$phase.time" $bench $phase --dir "$dir" --preset "$preset" --precision "$precision" \
+    | tee "$dir/$phase.log" || { rc=$?; echo "$phase exited $rc"; }
+  grep -E "Maximum resident set size|Elapsed \(wall clock\)|Exit status" "$dir/$phase.time" | sed "s/^\s*/$phase: /"
+  [ $rc -eq 0 ] || break
+done
+[ "${KEEP:-0}" = 1 ] || rm -f "$dir/step1.safetensors"
+exit $rc
