@@ -53,6 +53,8 @@ public sealed class DiTTrainer : IDisposable
     public int DatasetSize { get; }
     public IReadOnlyList<string>? ClassNames { get; }
     public int Step { get; private set; }
+    /// <summary>The AdamW optimiser of <see cref="Model"/>'s trainable parameters; its state is part of every checkpoint.</summary>
+    public OptimizerHelper Optimizer => _opt;
     /// <summary>The processes training together (1 until <see cref="Distribute"/>).</summary>
     public ICommunicator Comm => _comm;
     /// <summary>How many processes trained the run this trainer resumed (1 for checkpoints that do not say); null for a new run.</summary>
