@@ -130,12 +130,13 @@ static class CheckpointBench
     static Timer MemoryGuard()
     {
         double floor = double.TryParse(Environment.GetEnvironmentVariable("SVGD_BENCH_MIN_AVAILABLE_GB"), System.Globalization.CultureInfo.InvariantCulture, out var f) ? f : 1.5;
+        int stopping = 0;
         return new Timer(_ =>
         {
             var line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemAvailable:", StringComparison.Ordinal));
             if (line == null) return;
             double available = long.Parse(line.Split(new[] { ' ', '\t' }, StringSplitOptions.RemoveEmptyEntries)[1]) / 1048576.0;
-            if (available >= floor) return;
+            if (available >= floor || Interlocked.Exchange(ref stopping, 1) == 1) return;
             Say($"stopped: the machine has {available:F2} GB available (< {floor} GB); this process: {Memory()}");
             Environment.Exit(137);
         }, null, 0, 250);

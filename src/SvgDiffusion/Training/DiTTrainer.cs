@@ -5,6 +5,7 @@ using SvgDiffusion.Config;
 using SvgDiffusion.Data;
 using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Common;
 using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Runtime;
 using SvgDiffusion.Transport;
@@ -463,7 +464,9 @@ public sealed class DiTTrainer : IDisposable
         var header = SafeTensors.ReadHeader(path);
         if (!header.Tensors.Any(t => t.Name == StatsMeanKey) || !header.Tensors.Any(t => t.Name == StatsStdKey))
             throw new SvgdException($"{path}: training checkpoint lacks latent statistics");
-        var model = new DiT(info.Model);
+        DiT model;
+        // Every weight is overwritten by the strict load below: the random initialisation would be wasted (minutes for SVG-XL on 2 busy cores).
+        using (WeightInit.SkipForLoad()) model = new DiT(info.Model);
         try { LoadSection(model, path, header, ModelPrefix); }
         catch { model.Dispose(); throw; }
         var sd = SafeTensors.Load(path, new[] { StatsMeanKey, StatsStdKey });
