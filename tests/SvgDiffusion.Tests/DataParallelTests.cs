@@ -278,10 +278,9 @@ public class DataParallelTests(FashionLatents data, ITestOutputHelper log) : ICl
     /// </summary>
     static List<(string Name, Tensor FirstMoment)> FirstMoments(string path, string key, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter P)> parameters, bool adamW)
     {
-        var blob = SafeTensors.Load(path, new[] { key })[key];
         var list = parameters.Select(p => p.P).ToList();
         TorchSharp.Modules.OptimizerHelper opt = adamW ? torch.optim.AdamW(list) : torch.optim.Adam(list);
-        RunCheckpoint.RestoreOptimizer(opt, blob, path, key);
+        using (var file = SafeTensors.Open(path)) RunCheckpoint.RestoreOptimizer(opt, file, key);
         var moments = opt.state_dict().State.Select(st => st is TorchSharp.Modules.AdamW.State w ? w.exp_avg : ((TorchSharp.Modules.Adam.State)st).exp_avg).ToList();
         Assert.Equal(list.Count, moments.Count);
         return parameters.Select((p, i) => (p.Name, moments[i].clone())).ToList();

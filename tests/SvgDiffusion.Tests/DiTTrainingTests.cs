@@ -264,6 +264,43 @@ public class DiTTrainingTests(FashionLatents data, ITestOutputHelper log) : ICla
         straight.Model.Dispose();
     }
 
+    /// <summary>Checkpoints written before the optimiser state was stored tensor by tensor hold it as one
+    /// <c>save_state_dict</c> byte tensor under 'optimizer.dit': they resume exactly like the new layout.</summary>
+    [Fact]
+    public void CheckpointWithTheOldOptimizerBlobStillResumes()
+    {
+        const string key = "optimizer.dit";
+        string dir = Reference.TempDir();
+        string path = Path.Combine(dir, "new.safetensors"), old = Path.Combine(dir, "old.safetensors");
+        using var init = NewDiT(4);
+        using (var first = new DiTTrainer(CopyOf(init), data.Cache, Fast with { Steps = 5 }))
+        {
+            for (int i = 0; i < 2; i++) first.TrainStep();
+            first.Save(path);
+            first.Model.Dispose();
+        }
+        var header = SafeTensors.ReadHeader(path);
+        Assert.Contains(key, header.Metadata.Keys);
+        Assert.DoesNotContain(header.Tensors, t => t.Name == key);
+        Assert.Contains(header.Tensors, t => t.Name == $"{key}.0.exp_avg_sq");
+
+        var tensors = SafeTensors.Load(path).Where(kv => !kv.Key.StartsWith(key + ".", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        using (var probe = CopyOf(init))
+        using (var opt = torch.optim.AdamW(probe.parameters().Where(p => p.requires_grad)))
+        {
+            using (var file = SafeTensors.Open(path)) RunCheckpoint.RestoreOptimizer(opt, file, key);
+            tensors[key] = RunCheckpoint.OptimizerBlob(opt);
+        }
+        SafeTensors.Save(old, tensors, header.Metadata.Where(kv => kv.Key != key).ToDictionary(kv => kv.Key, kv => kv.Value));
+
+        using var a = DiTTrainer.Resume(path, data.Cache);
+        using var b = DiTTrainer.Resume(old, data.Cache);
+        Assert.Equal(2, b.Step);
+        Assert.Equal(a.Train(), b.Train());
+        AssertSameWeights(a.Model.state_dict(), b.Model.state_dict(), "model weights");
+        AssertSameWeights(a.Ema.state_dict(), b.Ema.state_dict(), "EMA weights");
+    }
+
     [Fact]
     public void OnlineLatentsTrainLikeTheCache()
     {

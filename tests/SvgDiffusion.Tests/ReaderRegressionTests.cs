@@ -178,6 +178,48 @@ public class ReaderRegressionTests
         Assert.Contains(entry.Name, err);
     }
 
+    /// <summary>A copy of a reference torch zip with one bit flipped in the middle of its largest stored tensor, the CRC left alone.</summary>
+    static (string Path, string Entry) FlipStoredTensor(string reference, string name)
+    {
+        var bytes = File.ReadAllBytes(Reference.File_(reference));
+        var entry = ZipLayout(bytes).Where(e => e.Name.Contains("/data/", StringComparison.Ordinal)).MaxBy(e => e.CompressedSize)!;
+        Assert.Equal(0, entry.Method); // torch.save stores tensors uncompressed
+        bytes[entry.DataStart + entry.CompressedSize / 2] ^= 0x01;
+        return (Write(name, bytes), entry.Name);
+    }
+
+    static void FailsOnCrc(string path, string entry, params string[] args)
+    {
+        var (code, err) = RunCli(args);
+        Assert.True(Verdict(path, code, err) == null && code == 1, $"exit {code}: {err}");
+        Assert.Contains("CRC-32", err);
+        Assert.Contains(entry, err);
+    }
+
+    /// <summary>
+    /// Issue 28 item 4: one flipped byte inside a stored tensor of a <c>.pt</c> must not sample with wrong weights.
+    /// The released DiT under each torch extension through <c>svgd sample</c>, the released autoencoder <c>.ckpt</c>
+    /// through <c>svgd encode</c>, and a DINOv3 <c>.pth</c> given as <c>--encoder</c>: exit 1, one line naming the file and the CRC.
+    /// </summary>
+    [Fact]
+    public void CliRefusesTorchFilesWithAFlippedTensorByte()
+    {
+        string dit = Reference.File_("svg_dit.json"), ae = Reference.File_("svg_autoencoder.ckpt"), aeConfig = Reference.File_("svg_autoencoder.json");
+        foreach (var ext in new[] { ".pt", ".pth", ".ckpt" })
+        {
+            var (model, entry) = FlipStoredTensor("svg_dit.pt", "crcflip" + ext);
+            string latent = Path.Combine(Reference.TempDir(), "latent.safetensors");
+            FailsOnCrc(model, entry, "sample", "--model", model, "--dit-config", dit, "--no-stats", "--no-decode", "--latent-out", latent,
+                "--n", "1", "--steps", "1", "--precision", "fp32");
+            Assert.False(File.Exists(latent), ext);
+        }
+        string images = Path.Combine(Reference.RepoRoot, "tests", "data", "fashion-mnist", "bag");
+        var (badAe, aeEntry) = FlipStoredTensor("svg_autoencoder.ckpt", "crcflip-autoencoder.ckpt");
+        FailsOnCrc(badAe, aeEntry, "encode", "--autoencoder", badAe, "--config", aeConfig, "--images", images, "--out", Path.Combine(Reference.TempDir(), "z.safetensors"));
+        var (badDino, dinoEntry) = FlipStoredTensor("dinov3_swiglu.pth", "crcflip-dinov3.pth");
+        FailsOnCrc(badDino, dinoEntry, "encode", "--autoencoder", ae, "--config", aeConfig, "--encoder", badDino, "--images", images, "--out", Path.Combine(Reference.TempDir(), "z.safetensors"));
+    }
+
     [Fact]
     public void NpzArrayWithBadCrcIsRejected()
     {

@@ -104,7 +104,6 @@ public static class SafeTensors
         catch (OverflowException) { throw Bad($"shape {Checkpoint.Shape(shape)} {dt} is too large for any file"); }
         if (e - b != expect) throw new SvgdException($"{path}: tensor '{name}' has {e - b} bytes for shape [{string.Join(",", shape)}] {dt} (expected {expect})");
         if (e > dataLen) throw new SvgdException($"{path}: tensor '{name}' lies outside the file's data (truncated file?)");
-        if (expect > Array.MaxLength) throw Bad($"{expect} bytes is more than one tensor can be read in (2 GB)");
         return new SafeTensorInfo(name, st, dt, shape, b, e);
     }
 
@@ -157,34 +156,90 @@ public static class SafeTensors
     /// <summary>Reads the named tensors (all when <paramref name="names"/> is null), in header order.</summary>
     public static Dictionary<string, Tensor> Load(string path, IEnumerable<string>? names = null)
     {
-        var header = ReadHeader(path);
+        using var file = Open(path);
         var wanted = names?.ToHashSet();
-        var result = new Dictionary<string, Tensor>();
-        using var fs = OpenRead(path);
-        foreach (var info in header.Tensors.OrderBy(t => t.Begin))
-        {
-            if (wanted != null && !wanted.Contains(info.Name)) continue;
-            result[info.Name] = Read(fs, header, info);
-        }
         if (wanted != null)
             foreach (var n in wanted)
-                if (!result.ContainsKey(n)) throw new SvgdException($"{path}: no tensor named '{n}'");
-        return header.Tensors.Where(t => result.ContainsKey(t.Name)).ToDictionary(t => t.Name, t => result[t.Name]);
+                if (!file.Contains(n)) throw new SvgdException($"{path}: no tensor named '{n}'");
+        var result = new Dictionary<string, Tensor>();
+        foreach (var info in file.Header.Tensors.OrderBy(t => t.Begin))
+        {
+            if (wanted != null && !wanted.Contains(info.Name)) continue;
+            result[info.Name] = file.Read(info.Name);
+        }
+        return file.Header.Tensors.Where(t => result.ContainsKey(t.Name)).ToDictionary(t => t.Name, t => result[t.Name]);
     }
 
-    static Tensor Read(FileStream fs, Header header, SafeTensorInfo info)
+    /// <summary>Opens a file to read its tensors one at a time (a training checkpoint larger than the memory to spare for it).</summary>
+    public static Reader Open(string path) => new(path);
+
+    /// <summary>
+    /// An open safetensors file. Tensors are read on demand, straight into tensor memory a chunk at a
+    /// time: no byte array holds a tensor, so one over 2 GB reads like any other.
+    /// </summary>
+    public sealed class Reader : IDisposable
     {
-        var bytes = new byte[info.End - info.Begin];
-        fs.Seek(header.DataStart + info.Begin, SeekOrigin.Begin);
-        try { fs.ReadExactly(bytes); }
-        catch (EndOfStreamException) { throw new SvgdException($"{header.Path}: tensor '{info.Name}' is cut short (truncated file?)"); }
-        if (bytes.Length == 0) return torch.empty(info.Shape, dtype: info.Dtype);
-        return TensorBytes.FromBytes(bytes, info.Dtype, info.Shape);
+        readonly FileStream _fs;
+        readonly Dictionary<string, SafeTensorInfo> _byName;
+
+        public Header Header { get; }
+
+        internal Reader(string path)
+        {
+            Header = ReadHeader(path);
+            _byName = Header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+            _fs = OpenRead(path);
+        }
+
+        public bool Contains(string name) => _byName.ContainsKey(name);
+
+        public SafeTensorInfo Info(string name) =>
+            _byName.TryGetValue(name, out var info) ? info : throw new SvgdException($"{Header.Path}: no tensor named '{name}'");
+
+        /// <summary>A new CPU tensor with the named tensor's data.</summary>
+        public Tensor Read(string name)
+        {
+            var info = Info(name);
+            var t = torch.empty(info.Shape, dtype: info.Dtype);
+            try { Fill(info, t); }
+            catch { t.Dispose(); throw; }
+            return t;
+        }
+
+        /// <summary>
+        /// Copies the named tensor's data into <paramref name="destination"/>, which must have its shape and dtype
+        /// (a mismatch is one line naming the file, the tensor and <paramref name="what"/>). A contiguous CPU
+        /// destination is filled in place; any other goes through one CPU tensor of its size.
+        /// </summary>
+        public void ReadInto(string name, Tensor destination, string what)
+        {
+            var info = Info(name);
+            if (info.Dtype != destination.dtype || !info.Shape.SequenceEqual(destination.shape))
+                throw new SvgdException($"{Header.Path}: tensor '{name}' is {Checkpoint.Shape(info.Shape)} {info.DtypeName}, {what} is {Checkpoint.Shape(destination.shape)} {destination.dtype}");
+            if (destination.device_type == DeviceType.CPU && destination.is_contiguous())
+            {
+                Fill(info, destination);
+                return;
+            }
+            using var staged = Read(name);
+            using var _ = torch.no_grad();
+            destination.copy_(staged);
+        }
+
+        void Fill(SafeTensorInfo info, Tensor t)
+        {
+            _fs.Seek(Header.DataStart + info.Begin, SeekOrigin.Begin);
+            if (!TensorBytes.ReadInto(_fs, t)) throw new SvgdException($"{Header.Path}: tensor '{info.Name}' is cut short (truncated file?)");
+        }
+
+        public void Dispose() => _fs.Dispose();
     }
 
     /// <summary>
-    /// Writes tensors (CPU copies, contiguous) plus string metadata; the file appears atomically
-    /// (temp file + rename), so an interrupted save never leaves a half-written model behind.
+    /// Writes tensors plus string metadata; the file appears atomically (temp file + rename), so an
+    /// interrupted save never leaves a half-written model behind. Tensors are written one at a time,
+    /// straight from their memory in chunks (one that is not a contiguous CPU tensor through a CPU copy
+    /// of itself alone), so neither a file nor a tensor over 2 GB is ever held in one buffer.
     /// </summary>
     public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -197,19 +252,16 @@ public static class SafeTensors
             header["__metadata__"] = mo;
         }
         long offset = 0;
-        var blobs = new List<Tensor>();
         foreach (var (name, t) in list)
         {
-            var c = t.detach().cpu().contiguous();
-            long nbytes = c.numel() * TorchPickle.ElementSize(c.dtype);
+            long nbytes = TensorBytes.Length(t);
             header[name] = new JsonObject
             {
-                ["dtype"] = DtypeName(c.dtype),
-                ["shape"] = new JsonArray(c.shape.Select(x => (JsonNode)x).ToArray()),
+                ["dtype"] = DtypeName(t.dtype),
+                ["shape"] = new JsonArray(t.shape.Select(x => (JsonNode)x).ToArray()),
                 ["data_offsets"] = new JsonArray(offset, offset + nbytes),
             };
             offset += nbytes;
-            blobs.Add(c);
         }
         byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
         int pad = (8 - json.Length % 8) % 8;
@@ -218,11 +270,19 @@ public static class SafeTensors
             fs.Write(BitConverter.GetBytes((long)(json.Length + pad)));
             fs.Write(json);
             for (int i = 0; i < pad; i++) fs.WriteByte((byte)' ');
-            foreach (var c in blobs)
+            foreach (var (_, t) in list)
             {
-                if (c.numel() > 0) fs.Write(c.bytes);
+                if (t.numel() == 0) continue;
+                if (t.device_type == DeviceType.CPU && t.is_contiguous())
+                {
+                    TensorBytes.WriteTo(fs, t);
+                    continue;
+                }
+                using var d = t.detach();
+                using var cpu = d.cpu();
+                using var c = cpu.contiguous();
+                TensorBytes.WriteTo(fs, c);
             }
         });
-        foreach (var (b, (_, t)) in blobs.Zip(list)) if (!ReferenceEquals(b, t)) b.Dispose();
     }
 }

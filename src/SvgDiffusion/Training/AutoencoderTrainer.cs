@@ -36,6 +36,7 @@ public sealed class AutoencoderTrainer : IDisposable
     // Streams of the per-sample draws of a step.
     const int DataStream = 0, MaskStream = 1, DropoutStream = 2;
     const string DiscPrefix = "loss.discriminator.";
+    const string AutoencoderOptimizerKey = "optimizer.autoencoder", DiscriminatorOptimizerKey = "optimizer.discriminator";
 
     public ILatentAutoencoder Model { get; }
     public PatchDiscriminator Discriminator { get; }
@@ -283,8 +284,8 @@ public sealed class AutoencoderTrainer : IDisposable
         using var scope = torch.NewDisposeScope();
         var (tensors, meta) = Model.ToFile();
         foreach (var (k, t) in RunCheckpoint.Prefixed(DiscPrefix, Discriminator.state_dict())) tensors[k] = t;
-        tensors["optimizer.autoencoder"] = RunCheckpoint.OptimizerBlob(_optAe);
-        tensors["optimizer.discriminator"] = RunCheckpoint.OptimizerBlob(_optDisc);
+        RunCheckpoint.AddOptimizer(tensors, meta, AutoencoderOptimizerKey, _optAe);
+        RunCheckpoint.AddOptimizer(tensors, meta, DiscriminatorOptimizerKey, _optDisc);
         Finite.BeforeSave(tensors, path);
         meta[KindKey] = KindValue;
         meta[TrainingConfigKey] = ConfigJson.Serialize(Config);
@@ -312,10 +313,12 @@ public sealed class AutoencoderTrainer : IDisposable
         if (steps is int s) config = config with { Steps = s };
         var model = AutoencoderFile.Load(path);
         var trainer = new AutoencoderTrainer(model, data, config, perceptual);
-        var sd = SafeTensors.Load(path);
-        StateDictLoader.Load(trainer.Discriminator, RunCheckpoint.Section(sd, DiscPrefix), path);
-        RunCheckpoint.RestoreOptimizer(trainer._optAe, sd["optimizer.autoencoder"], path, "optimizer.autoencoder");
-        RunCheckpoint.RestoreOptimizer(trainer._optDisc, sd["optimizer.discriminator"], path, "optimizer.discriminator");
+        using var file = SafeTensors.Open(path);
+        var sd = header.Tensors.Where(t => t.Name.StartsWith(DiscPrefix, StringComparison.Ordinal)).ToDictionary(t => t.Name[DiscPrefix.Length..], t => file.Read(t.Name));
+        try { StateDictLoader.Load(trainer.Discriminator, sd, path); }
+        finally { foreach (var t in sd.Values) t.Dispose(); }
+        RunCheckpoint.RestoreOptimizer(trainer._optAe, file, AutoencoderOptimizerKey);
+        RunCheckpoint.RestoreOptimizer(trainer._optDisc, file, DiscriminatorOptimizerKey);
         trainer.Step = RunCheckpoint.Step(header.Metadata, StepKey, path);
         trainer.ResumedWorldSize = RunCheckpoint.WorldSize(header.Metadata, WorldSizeKey, path);
         return trainer;

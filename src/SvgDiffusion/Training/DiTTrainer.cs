@@ -5,6 +5,7 @@ using SvgDiffusion.Config;
 using SvgDiffusion.Data;
 using SvgDiffusion.Distributed;
 using SvgDiffusion.Models.Autoencoder;
+using SvgDiffusion.Models.Common;
 using SvgDiffusion.Models.Diffusion;
 using SvgDiffusion.Runtime;
 using SvgDiffusion.Transport;
@@ -53,6 +54,8 @@ public sealed class DiTTrainer : IDisposable
     public int DatasetSize { get; }
     public IReadOnlyList<string>? ClassNames { get; }
     public int Step { get; private set; }
+    /// <summary>The AdamW optimiser of <see cref="Model"/>'s trainable parameters; its state is part of every checkpoint.</summary>
+    public OptimizerHelper Optimizer => _opt;
     /// <summary>The processes training together (1 until <see cref="Distribute"/>).</summary>
     public ICommunicator Comm => _comm;
     /// <summary>How many processes trained the run this trainer resumed (1 for checkpoints that do not say); null for a new run.</summary>
@@ -377,7 +380,6 @@ public sealed class DiTTrainer : IDisposable
         var tensors = new Dictionary<string, Tensor>();
         foreach (var (k, t) in RunCheckpoint.Prefixed(ModelPrefix, Model.state_dict())) tensors[k] = t;
         foreach (var (k, t) in RunCheckpoint.Prefixed(EmaPrefix, Ema.state_dict())) tensors[k] = t;
-        tensors[OptimizerKey] = RunCheckpoint.OptimizerBlob(_opt);
         tensors[StatsMeanKey] = Statistics.Mean;
         tensors[StatsStdKey] = Statistics.Std;
         var meta = new Dictionary<string, string>
@@ -391,6 +393,7 @@ public sealed class DiTTrainer : IDisposable
         };
         if (ClassNames != null) meta[ClassNamesKey] = new JsonArray(ClassNames.Select(n => (JsonNode)n).ToArray()).ToJsonString();
         if (Cache != null) meta[LatentShapeKey] = new JsonArray(Cache.LatentShape.Select(d => (JsonNode)d).ToArray()).ToJsonString();
+        RunCheckpoint.AddOptimizer(tensors, meta, OptimizerKey, _opt);
         Finite.BeforeSave(tensors, path);
         SafeTensors.Save(path, tensors, meta);
     }
@@ -431,11 +434,11 @@ public sealed class DiTTrainer : IDisposable
     /// The trainer owns the model it rebuilds and disposes it with itself.</summary>
     public static DiTTrainer Resume(string path, LatentCache cache, int? steps = null)
     {
-        var (model, config, stats, sd) = ReadState(path, steps);
+        var (model, config, stats) = ReadState(path, steps);
         using (stats)
         {
             var trainer = new DiTTrainer(model, cache, config, stats) { _ownsModel = true };
-            trainer.Restore(path, sd);
+            trainer.Restore(path);
             return trainer;
         }
     }
@@ -443,34 +446,48 @@ public sealed class DiTTrainer : IDisposable
     /// <summary>Continues a run saved by <see cref="Save"/> with latents produced on demand.</summary>
     public static DiTTrainer Resume(string path, Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> batches, int datasetSize, int? steps = null)
     {
-        var (model, config, stats, sd) = ReadState(path, steps);
+        var (model, config, stats) = ReadState(path, steps);
         using (stats)
         {
             var trainer = new DiTTrainer(model, batches, datasetSize, config, stats, ReadInfo(path).ClassNames) { _ownsModel = true };
-            trainer.Restore(path, sd);
+            trainer.Restore(path);
             return trainer;
         }
     }
 
-    static (DiT, DiTTrainingConfig, LatentStatistics, Dictionary<string, Tensor>) ReadState(string path, int? steps)
+    /// <summary>The model (its <c>model.*</c> weights), the configs and the statistics. The EMA weights and the optimiser
+    /// state are read later, section by section, so a resume never holds the whole file in memory beside the trainer.</summary>
+    static (DiT, DiTTrainingConfig, LatentStatistics) ReadState(string path, int? steps)
     {
         var info = ReadInfo(path);
         var config = steps is int s ? info.Training with { Steps = s } : info.Training;
-        var sd = SafeTensors.Load(path);
-        var model = new DiT(info.Model);
-        StateDictLoader.Load(model, RunCheckpoint.Section(sd, ModelPrefix), path + " (model.*)");
-        if (!sd.ContainsKey(StatsMeanKey) || !sd.ContainsKey(StatsStdKey)) throw new SvgdException($"{path}: training checkpoint lacks latent statistics");
-        return (model, config, new LatentStatistics(sd[StatsMeanKey], sd[StatsStdKey]), sd);
+        var header = SafeTensors.ReadHeader(path);
+        if (!header.Tensors.Any(t => t.Name == StatsMeanKey) || !header.Tensors.Any(t => t.Name == StatsStdKey))
+            throw new SvgdException($"{path}: training checkpoint lacks latent statistics");
+        DiT model;
+        // Every weight is overwritten by the strict load below: the random initialisation would be wasted (minutes for SVG-XL on 2 busy cores).
+        using (WeightInit.SkipForLoad()) model = new DiT(info.Model);
+        try { LoadSection(model, path, header, ModelPrefix); }
+        catch { model.Dispose(); throw; }
+        var sd = SafeTensors.Load(path, new[] { StatsMeanKey, StatsStdKey });
+        return (model, config, new LatentStatistics(sd[StatsMeanKey], sd[StatsStdKey]));
     }
 
-    void Restore(string path, Dictionary<string, Tensor> sd)
+    /// <summary>Loads the tensors under <paramref name="prefix"/> into a module and frees them.</summary>
+    static void LoadSection(DiT module, string path, SafeTensors.Header header, string prefix)
     {
-        StateDictLoader.Load(Ema, RunCheckpoint.Section(sd, EmaPrefix), path + " (ema.*)");
-        if (!sd.TryGetValue(OptimizerKey, out var blob)) throw new SvgdException($"{path}: training checkpoint lacks '{OptimizerKey}'");
-        RunCheckpoint.RestoreOptimizer(_opt, blob, path, OptimizerKey);
+        var sd = SafeTensors.Load(path, header.Tensors.Where(t => t.Name.StartsWith(prefix, StringComparison.Ordinal)).Select(t => t.Name));
+        try { StateDictLoader.Load(module, RunCheckpoint.Section(sd, prefix), $"{path} ({prefix}*)"); }
+        finally { foreach (var t in sd.Values) t.Dispose(); }
+    }
+
+    void Restore(string path)
+    {
+        using var file = SafeTensors.Open(path);
+        LoadSection(Ema, path, file.Header, EmaPrefix);
+        RunCheckpoint.RestoreOptimizer(_opt, file, OptimizerKey);
         Step = ReadInfo(path).Step;
-        var meta = SafeTensors.ReadHeader(path).Metadata;
-        ResumedWorldSize = RunCheckpoint.WorldSize(meta, WorldSizeKey, path);
+        ResumedWorldSize = RunCheckpoint.WorldSize(file.Header.Metadata, WorldSizeKey, path);
     }
 
     public void Dispose()

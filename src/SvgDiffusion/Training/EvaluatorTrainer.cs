@@ -140,16 +140,17 @@ public sealed class EvaluatorTrainer : IDisposable
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new Dictionary<string, Tensor>(Model.state_dict());
-        tensors[OptimizerKey] = RunCheckpoint.OptimizerBlob(_opt);
-        Finite.BeforeSave(tensors, path);
-        SafeTensors.Save(path, tensors, new Dictionary<string, string>
+        var meta = new Dictionary<string, string>
         {
             ["format"] = "pt",
             [KindKey] = KindValue,
             [ConfigKey] = ConfigJson.Serialize(Model.Config),
             [TrainingKey] = ConfigJson.Serialize(Config),
             [StepKey] = Step.ToString(CultureInfo.InvariantCulture),
-        });
+        };
+        RunCheckpoint.AddOptimizer(tensors, meta, OptimizerKey, _opt);
+        Finite.BeforeSave(tensors, path);
+        SafeTensors.Save(path, tensors, meta);
     }
 
     /// <summary>Continues a run saved by <see cref="Save"/> on the same images.</summary>
@@ -160,15 +161,19 @@ public sealed class EvaluatorTrainer : IDisposable
             throw new SvgdException($"{path}: not an evaluator training checkpoint (no '{KindKey}: {KindValue}' metadata)");
         var modelConfig = RunCheckpoint.Config<EvaluatorConfig>(header.Metadata, ConfigKey, path).Validate(path);
         var config = RunCheckpoint.Config<EvaluatorTrainingConfig>(header.Metadata, TrainingKey, path);
-        var sd = SafeTensors.Load(path);
+        using var file = SafeTensors.Open(path);
         var model = new EvaluatorNet(modelConfig);
-        StateDictLoader.Load(model, sd.Where(kv => kv.Key != OptimizerKey).ToDictionary(kv => kv.Key, kv => kv.Value), path);
+        var sd = header.Tensors.Where(t => !IsOptimizerState(t.Name)).ToDictionary(t => t.Name, t => file.Read(t.Name));
+        try { StateDictLoader.Load(model, sd, path); }
+        finally { foreach (var t in sd.Values) t.Dispose(); }
         var trainer = new EvaluatorTrainer(model, images, labels, config);
-        if (!sd.TryGetValue(OptimizerKey, out var blob)) throw new SvgdException($"{path}: training checkpoint lacks '{OptimizerKey}'");
-        RunCheckpoint.RestoreOptimizer(trainer._opt, blob, path, OptimizerKey);
+        RunCheckpoint.RestoreOptimizer(trainer._opt, file, OptimizerKey);
         trainer.Step = RunCheckpoint.Step(header.Metadata, StepKey, path);
         return trainer;
     }
+
+    /// <summary>The optimiser's tensors in a training checkpoint: the byte tensor of older ones, or <c>optimizer.evaluator.*</c>.</summary>
+    static bool IsOptimizerState(string name) => name == OptimizerKey || name.StartsWith(OptimizerKey + ".", StringComparison.Ordinal);
 
     public void Dispose() => _opt.Dispose();
 }
