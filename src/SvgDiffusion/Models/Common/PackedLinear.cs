@@ -142,6 +142,7 @@ public sealed class PackedWeightSlot : IDisposable
     /// </summary>
     Tensor TrainingLinear(Tensor x, Tensor weight, Tensor bias)
     {
+        PackedLinearFunction.ReleaseReturned();
         using var packed = Take(weight, Sgemm.Pack);
         return PackedLinearFunction.apply(x, weight, bias, packed);
     }
@@ -249,12 +250,29 @@ sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLi
         return Sgemm.Linear(x, packed, bias);
     }
 
+    /// <summary>
+    /// The gradients the last backward on this thread returned. TorchSharp hands their handles to the engine but
+    /// keeps the C# tensors, so in a dispose scope they would live until the training step ends: every weight's
+    /// gradient a second time (2.5 GB for SVG-XL at the end of the backward), and on the first step the engine
+    /// copies a gradient it cannot take over. The engine holds its own references once a backward has
+    /// returned, so each backward (and each training forward) releases the previous one's.
+    /// </summary>
+    [ThreadStatic] static List<Tensor>? _returned;
+
+    internal static void ReleaseReturned()
+    {
+        if (_returned is not { Count: > 0 } r) return;
+        foreach (var t in r) t.Dispose();
+        r.Clear();
+    }
+
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
     {
+        ReleaseReturned();
+        using var scope = torch.NewDisposeScope();
         var saved = ctx.get_saved_variables();
         var (x, weight) = (saved[0], saved[1]);
         long n = weight.shape[0], k = weight.shape[1];
-        using var scope = torch.NewDisposeScope();
         var dy = gradOutput.reshape(-1, n);
         var x2 = x.reshape(-1, k);
         Tensor dx, dw;
@@ -264,6 +282,10 @@ sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLi
             dw = Sgemm.Linear(dy.t().contiguous(), xT, null);
         var db = dy.sum(new long[] { 0 });
         // One gradient per argument of apply: none for the packed weight.
-        return new List<Tensor> { dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null! };
+        var result = new List<Tensor> { dx.DetachFromDisposeScope(), dw.DetachFromDisposeScope(), db.DetachFromDisposeScope() };
+        (_returned ??= new List<Tensor>()).AddRange(result);
+        // TorchSharp's wrapper of the incoming gradient is not used after this call either (the engine keeps its own reference).
+        gradOutput.Dispose();
+        return new List<Tensor>(result) { null! };
     }
 }
