@@ -45,7 +45,11 @@ public sealed class MixedPrecision
     public void DropMasterGradients()
     {
         foreach (var (m, _) in _pairs)
-            if (m.grad is not null) m.grad = null;
+        {
+            // The getter's wrapper is disposed here: left in the caller's dispose scope it would keep the gradient alive.
+            using var g = m.grad;
+            if (g is not null) m.grad = null;
+        }
     }
 
     /// <summary>
