@@ -5,11 +5,13 @@ using static TorchSharp.torch;
 
 // The same measurements as `svgd bench`, as a plain console program:
 // dotnet run -c Release --project bench/SvgDiffusion.Bench [-- --batch 8 --no-xl --json out.json]
+// Peak memory of the DiT trainer against its estimate (see TrainMemoryBench): dotnet SvgDiffusion.Bench.dll train-memory --preset svg-xl --batch 1 --precision bf16
 // Data-parallel training step and allreduce (see DataParallelBench): [mpiexec.mpich -n 2] dotnet SvgDiffusion.Bench.dll data-parallel --preset svg-xs
 // SVG-XL training checkpoint, save and bit-exact resume (see CheckpointBench, bench/checkpoint-xl.sh): dotnet SvgDiffusion.Bench.dll checkpoint straight|resume --dir D
 SvgDiffusion.Runtime.TorchRuntime.EnsureInitialized();
 if (args.Length > 0 && args[0] == "data-parallel") return DataParallelBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "checkpoint") return CheckpointBench.Run(args[1..]);
+if (args.Length > 0 && args[0] == "train-memory") return TrainMemoryBench.Run(args[1..]);
 var o = new BenchmarkOptions();
 string? json = null;
 for (int i = 0; i < args.Length; i++)

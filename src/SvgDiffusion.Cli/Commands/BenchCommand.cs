@@ -38,14 +38,27 @@ internal static class BenchCommand
                 RowBudgetSeconds = everything ? double.PositiveInfinity : 12,
             };
             cli.Console.MarkupLine($"threads: {torch.get_num_threads()}");
-            var (p32, p16, physical, physical16, rows) = Benchmarks.Run(opts, m => cli.Console.MarkupLine(Markup.Escape(m)));
+            var memory = new List<TrainingMemoryRow>();
+            var (p32, p16, physical, physical16, rows) = Benchmarks.Run(opts, m => cli.Console.MarkupLine(Markup.Escape(m)), memory);
             var table = new Table().Border(TableBorder.Simple).Title($"physical peak fp32 {physical:F0} GFLOP/s, bf16 {physical16:F0}; library matmul fp32 {p32:F0} GFLOP/s, bf16 {(double.IsNaN(p16) ? "not measured" : $"{p16:F0} GFLOP/s")}");
-            foreach (var c in new[] { "stage", "dtype", "batch", "items/s", "ms/item", "GFLOP/item", "GFLOP/s", "of physical peak", "of library matmul" }) table.AddColumn(c);
+            foreach (var c in new[] { "stage", "dtype", "batch", "items/s", "ms/item", "GFLOP/item", "GFLOP/s", "of physical peak", "of library matmul", "peak RSS" }) table.AddColumn(c);
             foreach (var r in rows)
                 table.AddRow(Markup.Escape(r.Name), r.Dtype, r.Batch.ToString(), r.ItemsPerSecond.ToString("F2"), (1000 / r.ItemsPerSecond).ToString("F1"),
-                    r.GflopPerItem.ToString("F1"), r.Gflops.ToString("F1"), r.FractionOfPhysicalPeak.ToString("P1"), r.FractionOfDtypePeak.ToString("P1"));
+                    r.GflopPerItem.ToString("F1"), r.Gflops.ToString("F1"), r.FractionOfPhysicalPeak.ToString("P1"), r.FractionOfDtypePeak.ToString("P1"),
+                    r.PeakResidentBytes > 0 ? SvgDiffusion.Runtime.ResourceBudget.Gib(r.PeakResidentBytes) : "-");
             cli.Console.Write(table);
-            string text = JsonSerializer.Serialize(new { threads = torch.get_num_threads(), physical_peak_fp32_gflops = physical, physical_peak_bf16_gflops = physical16, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows }, SvgDiffusion.Runtime.Finite.MetricsJson);
+            if (memory.Count > 0)
+            {
+                // Measured: heap kept by the step per parameter, heap growth over the forward per sample, the row's peak RSS.
+                var mem = new Table().Border(TableBorder.Simple).Title("training memory: measured (estimate the training commands check)");
+                foreach (var c in new[] { "set-up", "params", "batch", "bytes/param", "activations/sample (forward)", "peak RSS" }) mem.AddColumn(c);
+                foreach (var m in memory)
+                    mem.AddRow(Markup.Escape(m.Setup), m.Parameters.ToString("N0"), m.Batch.ToString(), $"{m.BytesPerParameter:F1} ({m.EstimatedBytesPerParameter:F0})",
+                        $"{SvgDiffusion.Runtime.ResourceBudget.Gib(m.ActivationBytesPerSample)} ({SvgDiffusion.Runtime.ResourceBudget.Gib(m.EstimatedActivationBytesPerSample)} with backward)",
+                        $"{SvgDiffusion.Runtime.ResourceBudget.Gib(m.PeakResidentBytes)} ({SvgDiffusion.Runtime.ResourceBudget.Gib(m.EstimatedPeakBytes)})");
+                cli.Console.Write(mem);
+            }
+            string text = JsonSerializer.Serialize(new { threads = torch.get_num_threads(), physical_peak_fp32_gflops = physical, physical_peak_bf16_gflops = physical16, peak_fp32_gflops = p32, peak_bf16_gflops = p16, results = rows, training_memory = memory }, SvgDiffusion.Runtime.Finite.MetricsJson);
             AtomicFile.Write(p.GetValue(json)!, fs => fs.Write(System.Text.Encoding.UTF8.GetBytes(text)));
             cli.Console.MarkupLine($"wrote [bold]{Markup.Escape(p.GetValue(json)!)}[/]");
             return 0;

@@ -45,7 +45,6 @@ internal static class TrainAutoencoderCommand
             using var cancel = new CtrlC();
             var data = new ImageFolder(p.GetValue(images)!);
             string outDir = p.GetValue(output)!;
-            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
             Lpips? perceptual = p.GetValue(lpips) is string lin ? Lpips.Load(lin, p.GetValue(vgg)) : null;
 
@@ -91,6 +90,12 @@ internal static class TrainAutoencoderCommand
             // Only once every option and file has been accepted: a refused call prints its one error line alone.
             if (perceptual == null) cli.Warn("no LPIPS weights given (--lpips/--vgg): training with L1 and the PatchGAN loss only");
             trainer.ComputePrecision = PrecisionOption.Parse(p, precision);
+            // The peak memory of a step, checked before anything is written (the models, small beside their
+            // activations, are built: the estimate counts their parameters, and their memory as held already).
+            string modelOption = p.GetValue(resume) != null ? "--resume" : p.GetValue(init) != null ? "--init" : p.GetValue(config) != null ? "--config" : "--preset";
+            MemoryEstimate Estimate(int b) => trainer.EstimateMemory(GlobalBatch.Shard(b, cli.Comm.Rank, cli.Comm.Size).Count, p.GetValue(preset) ?? "model");
+            TrainingMemory.Require(Estimate, trainer.Config.BatchSize, modelOption);
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(TrainCommand.WorldSizeChange(saved, cli.Comm.Size));
             var tc = trainer.Config;
@@ -136,6 +141,7 @@ internal static class TrainAutoencoderCommand
             if (cli.IsRoot && trainer.Step > startStep && cancel.Signal != "SIGTERM") WriteGrid(trainer, outDir);
             console.MarkupLine($"{TrainCommand.StopWords(cancel, stopped)} at step {trainer.Step}; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
             if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(TrainCommand.AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            console.MarkupLine(TrainCommand.PeakMemoryLine(Estimate(trainer.Config.BatchSize)));
             return TrainCommand.StopCode(cancel, stopped);
         }));
         return cmd;

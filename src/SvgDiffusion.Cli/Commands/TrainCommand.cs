@@ -48,8 +48,21 @@ internal static class TrainCommand
             if ((p.GetValue(latents) == null) == (p.GetValue(images) == null)) throw new SvgdException("give exactly one of --latents (a cache) or --images (online encoding)");
             using var source = p.GetValue(latents) is string lp ? new DataSource(LatentCache.Open(lp)) : DataSource.Online(p, ae, images, stats);
             string outDir = p.GetValue(output)!;
-            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             string last = Path.Combine(outDir, "last.safetensors");
+            var computePrecision = PrecisionOption.Parse(p, precision);
+            // The peak memory of the run, checked before any model is built or file written.
+            MemoryEstimate memory;
+            {
+                var info = p.GetValue(resume) is string r ? DiTTrainer.ReadInfo(r) : null;
+                var arch = info?.Model ?? ResolveArch(p, preset, config, source);
+                int batchSize = info?.Training.BatchSize ?? p.GetValue(batch);
+                string? name = info == null ? p.GetValue(preset) : null;
+                bool mixed = computePrecision == torch.ScalarType.BFloat16;
+                MemoryEstimate Estimate(int b) => TrainingMemory.DiT(arch, GlobalBatch.Shard(b, cli.Comm.Rank, cli.Comm.Size).Count, mixed, ema: true, name: name);
+                TrainingMemory.Require(Estimate, batchSize, info != null ? "--resume" : p.GetValue(config) != null ? "--config" : "--preset");
+                memory = Estimate(batchSize);
+            }
+            if (cli.IsRoot) Directory.CreateDirectory(Path.Combine(outDir, "samples"));
             DiTTrainer trainer;
             DiT? owned = null;
             if (p.GetValue(resume) is string from)
@@ -59,10 +72,7 @@ internal static class TrainCommand
             }
             else
             {
-                string? pr = p.GetValue(preset), cf = p.GetValue(config);
-                if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
-                var arch = pr != null ? DiTPresets.Get(pr) : cf != null ? Config.ConfigJson.Load<DiTConfig>(cf, "model") : throw new SvgdException("a new run needs --preset or --config (or --resume)");
-                arch = (arch with { InputSize = source.GridSize, InChannels = source.Channels, NumClasses = Math.Max(1, source.ClassNames.Count) }).Validate("DiT config");
+                var arch = ResolveArch(p, preset, config, source);
                 var cfg = new DiTTrainingConfig
                 {
                     Steps = p.GetValue(steps), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), EmaDecay = p.GetValue(ema),
@@ -77,7 +87,7 @@ internal static class TrainCommand
             }
             using var _t = trainer;
             using var _o = owned;
-            trainer.ComputePrecision = PrecisionOption.Parse(p, precision);
+            trainer.ComputePrecision = computePrecision;
             trainer.Distribute(cli.Comm);
             if (trainer.ResumedWorldSize is int saved && saved != cli.Comm.Size) cli.Warn(WorldSizeChange(saved, cli.Comm.Size));
             // Only rank 0 writes sample grids.
@@ -129,9 +139,23 @@ internal static class TrainCommand
             if (decoder != null && cli.IsRoot && cancel.Signal != "SIGTERM") WriteGrid(trainer, decoder, source.ClassNames.Count, outDir, p.GetValue(sampleSteps), p.GetValue(sampleCfg));
             console.MarkupLine($"{StopWords(cancel, stopped)} at step {trainer.Step} in {sw.Elapsed.TotalMinutes:F1} min; checkpoint [bold]{Markup.Escape(last)}[/] (continue with --resume)");
             if (trainer.Allreduce is GradientBuckets g && trainer.Step > startStep) console.MarkupLine(AllreduceSummary(g, trainer.Step - startStep, sw.Elapsed));
+            console.MarkupLine(PeakMemoryLine(memory));
             return StopCode(cancel, stopped);
         }));
         return cmd;
+    }
+
+    /// <summary>"peak memory 12.1 GiB (estimated 13.0 GiB)": this process's peak resident set beside the estimate it was checked with.</summary>
+    internal static string PeakMemoryLine(MemoryEstimate estimate) =>
+        $"peak memory {Runtime.ResourceBudget.Gib(Runtime.ProcessMemory.PeakResidentBytes())} (estimated {Runtime.ResourceBudget.Gib(estimate.PeakBytes)})";
+
+    /// <summary>The architecture of a new run: --preset or --config, fitted to the data's grid, channels and classes.</summary>
+    static DiTConfig ResolveArch(ParseResult p, Option<string?> preset, Option<string?> config, DataSource source)
+    {
+        string? pr = p.GetValue(preset), cf = p.GetValue(config);
+        if (pr != null && cf != null) throw new SvgdException("give either --preset or --config, not both");
+        var arch = pr != null ? DiTPresets.Get(pr) : cf != null ? Config.ConfigJson.Load<DiTConfig>(cf, "model") : throw new SvgdException("a new run needs --preset or --config (or --resume)");
+        return (arch with { InputSize = source.GridSize, InChannels = source.Channels, NumClasses = Math.Max(1, source.ClassNames.Count) }).Validate("DiT config");
     }
 
     /// <summary>Every process checks that the copies agree, then rank 0 writes the checkpoint.</summary>

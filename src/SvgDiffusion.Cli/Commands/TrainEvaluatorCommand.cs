@@ -27,7 +27,6 @@ internal static class TrainEvaluatorCommand
             var console = cli.Console;
             using var cancel = new CtrlC();
             string outDir = p.GetValue(output)!;
-            Directory.CreateDirectory(outDir);
             string last = Path.Combine(outDir, "last.safetensors"), final = Path.Combine(outDir, "evaluator.safetensors");
             int s = p.GetValue(size);
             var trainFolder = new ImageFolder(p.GetValue(train)!);
@@ -58,6 +57,9 @@ internal static class TrainEvaluatorCommand
                 trainer = new EvaluatorTrainer(model, trainX, trainY, cfg);
             }
             using var _ = trainer;
+            // The peak memory of a step, checked before anything is written (the small model is built: its memory counts as held).
+            TrainingMemory.Require(b => TrainingMemory.Evaluator(trainer.Model.parameters().Sum(q => q.numel()), s, b), trainer.Config.BatchSize, "--size");
+            Directory.CreateDirectory(outDir);
             var log = new TrainingLog(Path.Combine(outDir, "metrics.jsonl"), trainer.Step);
             console.MarkupLine($"{trainFolder.Count} training images, {trainFolder.ClassNames.Count} classes, {s}px; {trainer.Config.Epochs} epochs of {trainer.StepsPerEpoch} steps");
             double? top1 = null;

@@ -24,14 +24,26 @@ public sealed record BenchmarkOptions
 }
 
 /// <summary>
+/// Memory of one training set-up in the bench: measured (heap in use) against <see cref="Training.TrainingMemory"/>'s estimate.
+/// </summary>
+/// <param name="BytesPerParameter">Heap the step keeps (weights, gradients, moments, compute copies) per parameter.</param>
+/// <param name="ActivationBytesPerSample">Heap growth over the forward (the graph kept for the backward) per sample.</param>
+/// <param name="PeakResidentBytes">Peak resident set of the row.</param>
+public sealed record TrainingMemoryRow(string Setup, long Parameters, int Batch, double BytesPerParameter, double EstimatedBytesPerParameter,
+    long ActivationBytesPerSample, long EstimatedActivationBytesPerSample, long EstimatedPeakBytes, long PeakResidentBytes);
+
+/// <summary>
 /// Throughput of every stage of SVG on random weights (speed does not depend on the values): encoder,
 /// decoder, DiT forward, DiT training step and full sampling, each as items/s and as a fraction of the
 /// measured matmul peak. Shared by <c>svgd bench</c> and the benchmark project.
 /// </summary>
 public static class Benchmarks
 {
-    public static (double PeakFp32, double PeakBf16, double PhysicalFp32, double PhysicalBf16, List<ThroughputResult> Rows) Run(BenchmarkOptions o, Action<string>? log = null)
+
+    /// <param name="memory">Receives one row per training set-up measured: bytes per parameter and activations per sample.</param>
+    public static (double PeakFp32, double PeakBf16, double PhysicalFp32, double PhysicalBf16, List<ThroughputResult> Rows) Run(BenchmarkOptions o, Action<string>? log = null, List<TrainingMemoryRow>? memory = null)
     {
+        memory ??= new List<TrainingMemoryRow>();
         double peak32 = Throughput.MatmulPeakGflops(ScalarType.Float32);
         // Without native bf16 instructions a 2048^3 bf16 matmul takes about a minute (0.3 GFLOP/s):
         // measure bf16 only when asked for, at the largest size that fits a few seconds.
@@ -50,11 +62,29 @@ public static class Benchmarks
                     $"library matmul: fp32 {peak32:F1} GFLOP/s (2048^3, {peak32 / physical32:P0} of physical), bf16 {(double.IsNaN(peak16) ? "not measured" : $"{peak16:F1} GFLOP/s")}");
         var rows = new List<ThroughputResult>();
         double Peak(ScalarType d) => d == ScalarType.BFloat16 ? peak16 : peak32;
+        // Each row's peak resident set covers its set-up (models built, weights packed) and its runs.
+        var meter = Runtime.ProcessMemory.Phase();
         void Add(ThroughputResult r)
         {
-            r = r with { FractionOfPhysicalPeak = r.Gflops / (r.Dtype == "bf16" ? physical16 : physical32) };
+            r = r with { FractionOfPhysicalPeak = r.Gflops / (r.Dtype == "bf16" ? physical16 : physical32), PeakResidentBytes = meter.PeakBytes };
             rows.Add(r);
-            log?.Invoke($"{r.Name} {r.Dtype}: {r.ItemsPerSecond:F2}/s ({r.FractionOfPhysicalPeak:P1} of physical peak, {r.FractionOfDtypePeak:P1} of library matmul)");
+            var (heapUsed, heapFree) = Runtime.ProcessMemory.Heap();
+            log?.Invoke($"{r.Name} {r.Dtype}: {r.ItemsPerSecond:F2}/s ({r.FractionOfPhysicalPeak:P1} of physical peak, {r.FractionOfDtypePeak:P1} of library matmul); " +
+                        $"peak RSS {Runtime.ResourceBudget.Gib(r.PeakResidentBytes)} (row started at {Runtime.ResourceBudget.Gib(meter.StartBytes)}; heap now {Runtime.ResourceBudget.Gib(heapUsed)} in use, {Runtime.ResourceBudget.Gib(heapFree)} free)");
+            // Tensors the row left to the GC (views, wrappers) hold native memory the GC does not see: freed
+            // before the next row, whose peak should not include them.
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            Runtime.MallocTuning.Trim();
+            meter = Runtime.ProcessMemory.Phase();
+        }
+        // A row whose estimated peak does not fit in available memory is skipped with one line (the process would
+        // otherwise be killed, and every row after it lost).
+        bool Fits(Training.MemoryEstimate need, string rows, string option)
+        {
+            if (need.Shortfall(option) is not string why) return true;
+            log?.Invoke($"skipped {rows}: {why}");
+            return false;
         }
         // The fp32 GEMM of the model linears against libtorch's on the DiT-XL MLP shape (one image with CFG).
         if (o.Dtypes.Contains(ScalarType.Float32))
@@ -117,6 +147,7 @@ public static class Benchmarks
             }
             foreach (var (name, cfg, bb) in ditRuns)
             {
+                if (!Fits(Training.TrainingMemory.DiTInference(cfg, bb, dtype == ScalarType.BFloat16), $"'{name}' {Runtime.KernelCheck.DtypeName(dtype)} batch {bb}", "--batch-size")) continue;
                 using var dit = new DiT(cfg);
                 dit.eval(); dit.to(dtype);
                 using var x = torch.randn(bb, cfg.InputSize * cfg.InputSize, cfg.InChannels).to(dtype);
@@ -128,45 +159,74 @@ public static class Benchmarks
         }
 
         // Training step (fp32, as the reference trains): forward + backward + AdamW, about 3x the forward FLOPs.
-        using (var dit = new DiT(small))
+        // The bf16 mixed step reuses the fp32 model as its master weights, so the pair is one estimate.
+        bool mixedRow = o.Dtypes.Contains(ScalarType.BFloat16);
+        var trainNeed = Training.TrainingMemory.DiT(small, b, bf16Mixed: mixedRow, ema: false, name: o.SmallDiT);
+        if (Fits(trainNeed, $"the DiT {o.SmallDiT} training step rows", "--batch-size"))
         {
+            long heapBase = Runtime.ProcessMemory.Heap().InUse;
+            using var dit = new DiT(small);
             dit.train();
-            using var opt = torch.optim.AdamW(dit.parameters(), 1e-4, 0.9, 0.999, 0);
+            using var opt = new Training.Lean.AdamW(dit.parameters(), 1e-4, 0.9, 0.999, 0);
             var flow = new RectifiedFlow();
             using var x1 = torch.randn(b, tokens, small.InChannels);
             using var y = torch.zeros(b, dtype: ScalarType.Int64);
+            // Heap in use at the start of each run and after its forward: the state the step keeps (weights, gradients,
+            // moments) and the activations its graph holds, without the heap's retained free space that RSS includes.
+            var samples = new List<(long Start, long Forward)>();
             Add(Throughput.Measure($"DiT {o.SmallDiT} training step", ScalarType.Float32, b, 3 * Flops.DiT(small, tokens) / 1e9, peak32, peak32, () =>
             {
                 using var scope = torch.NewDisposeScope();
+                long start = Runtime.ProcessMemory.Heap().InUse;
                 opt.zero_grad();
                 using var l = flow.RandomLoss(dit, x1, y);
+                samples.Add((start, Runtime.ProcessMemory.Heap().InUse));
                 l.Loss.backward();
                 opt.step();
             }, 1, o.Repeats, o.RowBudgetSeconds));
-            if (o.Dtypes.Contains(ScalarType.BFloat16))
+            LogTrainingMemory(Training.TrainingMemory.DiT(small, b, bf16Mixed: false, ema: false, name: o.SmallDiT), samples, heapBase, rows[^1].PeakResidentBytes);
+            if (mixedRow)
             {
                 // The same step in `train --precision bf16`: a bf16 compute copy, fp32 master weights and AdamW.
                 using var compute = new DiT(small);
                 compute.SetComputePrecision(ScalarType.BFloat16);
                 compute.train();
                 var mixed = new Training.MixedPrecision(dit, compute);
+                samples.Clear();
                 Add(Throughput.Measure($"DiT {o.SmallDiT} training step (bf16 mixed)", ScalarType.BFloat16, b, 3 * Flops.DiT(small, tokens) / 1e9, peak32, Peak(ScalarType.BFloat16), () =>
                 {
                     using var scope = torch.NewDisposeScope();
-                    opt.zero_grad();
+                    long start = Runtime.ProcessMemory.Heap().InUse;
+                    mixed.DropMasterGradients();
                     mixed.PullWeights();
                     using var l = flow.RandomLoss(compute, x1, y);
+                    samples.Add((start, Runtime.ProcessMemory.Heap().InUse));
                     l.Loss.backward();
                     mixed.PushGradients();
                     opt.step();
                 }, 1, o.Repeats, o.RowBudgetSeconds));
+                LogTrainingMemory(trainNeed, samples, heapBase, rows[^1].PeakResidentBytes);
             }
+        }
+
+        // One line per training set-up: bytes per parameter and activations per sample as measured (heap in use),
+        // beside the estimate the training commands check before they start.
+        void LogTrainingMemory(Training.MemoryEstimate estimate, List<(long Start, long Forward)> samples, long heapBase, long peakRss)
+        {
+            if (samples.Count < 2 || samples[1].Start == 0) return;
+            // The second run starts with everything the step keeps (the first makes the gradients and moments).
+            double perParam = (samples[1].Start - heapBase) / (double)estimate.Parameters;
+            long perSample = (samples[1].Forward - samples[1].Start) / Math.Max(1, estimate.Batch);
+            memory.Add(new TrainingMemoryRow(estimate.Setup, estimate.Parameters, estimate.Batch, perParam, estimate.BytesPerParameter, perSample, estimate.ActivationBytesPerSample, estimate.PeakBytes, peakRss));
+            log?.Invoke($"memory, {estimate.Setup}: {perParam:F1} bytes/param (estimate {estimate.BytesPerParameter:F0}), forward activations {Runtime.ResourceBudget.Gib(perSample)}/sample " +
+                        $"(estimate with backward {Runtime.ResourceBudget.Gib(estimate.ActivationBytesPerSample)}); peak RSS {Runtime.ResourceBudget.Gib(peakRss)} (estimate {Runtime.ResourceBudget.Gib(estimate.PeakBytes)})");
         }
 
         // Full sampling per image: DiT with CFG (two forwards a step, batched) + decoder.
         foreach (var dtype in o.Dtypes)
         {
             var dec = SvgAutoencoderPresets.Get(SvgAutoencoderPresets.DinoV3ViTSPlus16).Decoder;
+            if (!Fits(Training.TrainingMemory.DiTInference(small, 2 * b, dtype == ScalarType.BFloat16, o.SmallDiT), $"the sampling rows ({Runtime.KernelCheck.DtypeName(dtype)})", "--batch-size")) continue;
             using var dit = new DiT(small);
             using var decoder = new Decoder(dec);
             // The mix `sample --precision` runs: fp32 noise, sampler and final layer around bf16 blocks.

@@ -9,6 +9,8 @@ public sealed record ThroughputResult(string Name, string Dtype, int Batch, doub
 {
     /// <summary>GFLOP/s over the CPU's own FMA peak for the dtype (<see cref="PhysicalPeak"/>): the yardstick that does not flatter a slow library.</summary>
     public double FractionOfPhysicalPeak { get; init; } = double.NaN;
+    /// <summary>Peak resident set of the process while the row was set up and run (bytes; 0 where not measured).</summary>
+    public long PeakResidentBytes { get; init; }
 }
 
 /// <summary>Timing helpers shared by the benchmark project and <c>svgd bench</c>.</summary>

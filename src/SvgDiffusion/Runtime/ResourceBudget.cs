@@ -39,13 +39,20 @@ public static class ResourceBudget
     /// <summary>Refuses a run whose estimated peak (<paramref name="bytes"/>) does not fit in available memory.</summary>
     /// <param name="what">The run, as the user said it ("sampling 64 images of 256 px").</param>
     /// <param name="option">The option that makes it large, to name in the line ("--n", "--batch-size").</param>
-    public static void RequireMemory(string what, long bytes, string option)
+    public static void RequireMemory(string what, long bytes, string option) => RequireMemory(what, bytes, option, held: 0);
+
+    /// <summary>
+    /// As <see cref="RequireMemory(string, long, string)"/> for a process that already holds <paramref name="held"/>
+    /// bytes of the estimated peak (its own resident set, models already loaded): only the rest must be available.
+    /// </summary>
+    public static void RequireMemory(string what, long bytes, string option, long held)
     {
         long avail = AvailableMemoryBytes();
         long usable = avail == long.MaxValue ? long.MaxValue : (long)(avail * UsableFraction);
-        if (bytes > usable)
-            throw new SvgdException($"{option}: {what} needs about {Gib(bytes)} of memory, more than the {Gib(usable)} this machine has available " +
-                                    $"({Gib(avail)} free, {UsableFraction:P0} usable); lower {option}");
+        long more = Math.Max(0, bytes - Math.Max(0, held));
+        if (more > usable)
+            throw new SvgdException($"{option}: {what} needs about {Gib(bytes)} of memory{(held > 0 ? $" ({Gib(more)} more than this process holds)" : "")}, " +
+                                    $"more than the {Gib(usable)} this machine has available ({Gib(avail)} free, {UsableFraction:P0} usable); lower {option}");
     }
 
     /// <summary>Refuses <paramref name="value"/> of <paramref name="option"/> above <paramref name="ceiling"/> unless the override was given.</summary>

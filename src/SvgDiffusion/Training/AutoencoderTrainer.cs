@@ -72,7 +72,7 @@ public sealed class AutoencoderTrainer : IDisposable
     }
     ScalarType? _autocast;
 
-    readonly Adam _optAe, _optDisc;
+    readonly Lean.Adam _optAe, _optDisc;
     readonly List<Parameter> _trainable;
 
     public AutoencoderTrainer(ILatentAutoencoder model, ImageFolder data, AutoencoderTrainingConfig config, Lpips? perceptual = null)
@@ -87,8 +87,20 @@ public sealed class AutoencoderTrainer : IDisposable
             Discriminator = new PatchDiscriminator(layers: config.DiscLayers);
         }
         _trainable = model.TrainableParameters().ToList();
-        _optAe = torch.optim.Adam(_trainable, config.LearningRate, config.Beta1, config.Beta2);
-        _optDisc = torch.optim.Adam(Discriminator.parameters(), config.LearningRate, config.Beta1, config.Beta2);
+        _optAe = new Lean.Adam(_trainable, config.LearningRate, config.Beta1, config.Beta2);
+        _optDisc = new Lean.Adam(Discriminator.parameters(), config.LearningRate, config.Beta1, config.Beta2);
+    }
+
+    /// <summary>
+    /// The peak memory of a training step at <paramref name="batch"/> images in this process: the trained parameters
+    /// (autoencoder and discriminator) with gradients and Adam's moments, the frozen ones (semantic encoder, LPIPS)
+    /// as weights, and activations per image at this resolution and <see cref="ComputePrecision"/>.
+    /// </summary>
+    public MemoryEstimate EstimateMemory(int batch, string name)
+    {
+        long trainable = _trainable.Sum(p => p.numel()) + Discriminator.parameters().Sum(p => p.numel());
+        long frozen = Model.Module.parameters().Sum(p => p.numel()) - _trainable.Sum(p => p.numel()) + (Perceptual?.parameters().Sum(p => p.numel()) ?? 0);
+        return TrainingMemory.Autoencoder(name, trainable, frozen, ImageSize, batch, ComputePrecision == ScalarType.BFloat16);
     }
 
     /// <summary>The image indices of step <paramref name="step"/>: consecutive slices of a per-epoch permutation.</summary>

@@ -63,6 +63,9 @@ public sealed class DiTTrainer : IDisposable
     /// <summary>The gradient allreduce of a data-parallel run (null in one process): its bytes per step and time so far.</summary>
     public GradientBuckets? Allreduce => _buckets;
 
+    /// <summary>Called with the name of each phase of <see cref="TrainStep"/> as it ends (forward, backward, clip, optimizer, ema): for memory profiling.</summary>
+    public Action<string>? PhaseProbe { get; set; }
+
     ICommunicator _comm = SingleProcess.Instance;
     GradientBuckets? _buckets;
     readonly Func<IReadOnlyList<int>, (Tensor Latents, Tensor Labels)> _batches;
@@ -70,6 +73,7 @@ public sealed class DiTTrainer : IDisposable
     readonly OptimizerHelper _opt;
     readonly List<Parameter> _trainable;
     readonly List<(Parameter Ema, Parameter Model)> _emaPairs;
+    readonly Lean.Scratch _clipScratch = new();
     bool _ownsModel;
     DiT? _compute;
     MixedPrecision? _mixed;
@@ -93,6 +97,8 @@ public sealed class DiTTrainer : IDisposable
             _compute = new DiT(Model.Config);
             _compute.SetComputePrecision(ScalarType.BFloat16);
             _mixed = new MixedPrecision(Model, _compute);
+            // The copy was built in fp32 (twice its bf16 size), then rounded: give those pages back.
+            MallocTuning.Trim();
         }
     }
 
@@ -142,7 +148,7 @@ public sealed class DiTTrainer : IDisposable
         _emaPairs = model.named_parameters().Select(p => (emaParams[p.name], p.parameter)).ToList();
 
         _trainable = model.parameters().Where(p => p.requires_grad).ToList();
-        _opt = torch.optim.AdamW(_trainable, lr: config.LearningRate, beta1: config.Beta1, beta2: config.Beta2, weight_decay: config.WeightDecay);
+        _opt = new Lean.AdamW(_trainable, lr: config.LearningRate, beta1: config.Beta1, beta2: config.Beta2, weight_decay: config.WeightDecay);
     }
 
     /// <summary>The dataset indices of step <paramref name="step"/>: consecutive slices of a per-epoch permutation.</summary>
@@ -236,18 +242,23 @@ public sealed class DiTTrainer : IDisposable
         using var flowLoss = _flow.Loss((x, tt, y) => net.Velocity(x, tt, y), x1, z0, t, labels);
         // This shard's share of the global-batch mean: summed over the processes it is that mean.
         var loss = flowLoss.Mse.sum() / b;
+        PhaseProbe?.Invoke("forward");
         var values = new[] { (double)loss.item<float>() };
         _comm.AllreduceSum(values);
         double lossValue = values[0];
         if (!double.IsFinite(lossValue)) throw Collective(Finite.TrainingStop(Step + 1, $"the flow loss ({lossValue})"));
-        _opt.zero_grad();
+        if (_mixed != null) _mixed.DropMasterGradients();
+        else _opt.zero_grad();
         loss.backward();
+        PhaseProbe?.Invoke("backward");
         _mixed?.PushGradients();
         _buckets?.AllreduceSum();
         double gradNorm = ClipGradients();
+        PhaseProbe?.Invoke("gradients");
         if (!double.IsFinite(gradNorm))
             throw Collective(Finite.TrainingStop(Step + 1, $"the gradient of {Finite.FirstBadGradient(Model.named_parameters()) ?? "the flow loss"} (norm {gradNorm})"));
         _opt.step();
+        PhaseProbe?.Invoke("optimizer");
         UpdateEma();
         Step++;
         return new DiTStepResult(Step, lossValue, gradNorm);
@@ -278,7 +289,15 @@ public sealed class DiTTrainer : IDisposable
         var grads = _trainable.Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
         if (grads.Count == 0) return 0;
         var total = torch.zeros(Array.Empty<long>(), dtype: ScalarType.Float64, device: grads[0].device);
-        foreach (var g in grads) total += g.to(ScalarType.Float64).square().sum();
+        foreach (var g in grads)
+        {
+            // Each gradient's float64 copy and square (pow 2 is square) in one reused buffer (the same values as
+            // g.to(float64).square()): in one scope they would add up to four times the fp32 weights
+            // (10.8 GB for SVG-XL), and allocated anew for each they churn the heap every step.
+            using var inner = torch.NewDisposeScope();
+            var wide = _clipScratch.Like(g, ScalarType.Float64) is Tensor s ? s.copy_(g).pow_(2) : g.to(ScalarType.Float64).square();
+            total.add_(wide.sum());
+        }
         double norm = Math.Sqrt(total.item<double>());
         if (Config.GradClip > 0)
         {
@@ -328,6 +347,8 @@ public sealed class DiTTrainer : IDisposable
         finally
         {
             if (wasTraining) model.train();
+            // The packed copies this made (as large as the weights) are stale after the next step.
+            Models.Common.PackedLinear.ReleasePacked(model);
         }
     }
 
@@ -337,8 +358,19 @@ public sealed class DiTTrainer : IDisposable
     /// </summary>
     /// <returns>[B, C, h, w] latents on the CPU.</returns>
     public Tensor Sample(IReadOnlyList<int> labels, int steps = 25, double cfg = 1.0, long seed = 0,
-        string guidanceMode = "constant", double shift = Sampler.DefaultShift, string method = "euler") =>
-        SampleLatents(Ema, Statistics, labels, steps, cfg, seed, guidanceMode, shift, method);
+        string guidanceMode = "constant", double shift = Sampler.DefaultShift, string method = "euler")
+    {
+        try
+        {
+            return SampleLatents(Ema, Statistics, labels, steps, cfg, seed, guidanceMode, shift, method);
+        }
+        finally
+        {
+            // The EMA's packed copies (as large as its weights) would otherwise be held through the training
+            // until the next grid, stale after the first EMA update.
+            Models.Common.PackedLinear.ReleasePacked(Ema);
+        }
+    }
 
     /// <summary>Samples de-normalised latents [B, C, input_size, input_size] from any DiT (see <see cref="Sample"/>).</summary>
     public static Tensor SampleLatents(DiT model, LatentStatistics statistics, IReadOnlyList<int> labels, int steps = 25, double cfg = 1.0, long seed = 0,
@@ -494,6 +526,7 @@ public sealed class DiTTrainer : IDisposable
     {
         _buckets?.Dispose();
         _opt.Dispose();
+        _clipScratch.Dispose();
         Ema.Dispose();
         _compute?.Dispose();
         Statistics.Dispose();

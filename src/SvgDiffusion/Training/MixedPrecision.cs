@@ -38,6 +38,21 @@ public sealed class MixedPrecision
     }
 
     /// <summary>
+    /// Frees the master's gradients before a backward on the compute copy, in place of <c>zero_grad</c>:
+    /// <see cref="PushGradients"/> writes all of them anew, so they need not exist (in fp32, twice the size of
+    /// the copy's bf16 gradients) while the backward allocates those.
+    /// </summary>
+    public void DropMasterGradients()
+    {
+        foreach (var (m, _) in _pairs)
+        {
+            // The getter's wrapper is disposed here: left in the caller's dispose scope it would keep the gradient alive.
+            using var g = m.grad;
+            if (g is not null) m.grad = null;
+        }
+    }
+
+    /// <summary>
     /// Moves the compute copy's gradients into the master's <c>.grad</c> in fp32 (replacing what was
     /// there, as after <c>zero_grad</c>) and clears the copy's.
     /// </summary>
@@ -51,6 +66,7 @@ public sealed class MixedPrecision
             if (g is null) { m.grad?.zero_(); continue; }
             if (m.grad is { } mg) mg.copy_(g);
             else m.grad = g.to(m.dtype);
+            // Freed here, one at a time, so the copy's and the master's gradients are never both whole.
             c.grad = null;
         }
     }

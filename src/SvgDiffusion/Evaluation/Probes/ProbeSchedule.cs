@@ -58,7 +58,7 @@ public static class ProbeSchedule
             new(decay, lr: lr, weight_decay: weightDecay),
         };
         if (noDecay.Count > 0) groups.Add(new AdamW.ParamGroup(noDecay, lr: lr, weight_decay: 0.0));
-        return torch.optim.AdamW(groups, lr);
+        return new Training.Lean.AdamW(groups, lr);
     }
 
     /// <summary>

@@ -32,9 +32,12 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
         else
         {
             // Drawn by nn.Linear itself so seeded models start from the same weights as before.
+            // The detached views are disposed here: left to the GC they would keep the initial weights'
+            // storage alive beside the copies (2.7 GB for SVG-XL) until a collection, which native memory does not prompt.
             using var init = torch.nn.Linear(inFeatures, outFeatures, hasBias);
-            _weight = new Parameter(init.weight!.detach().clone());
-            if (hasBias) _bias = new Parameter(init.bias!.detach().clone());
+            using (var w = init.weight!.detach()) _weight = new Parameter(w.clone());
+            if (hasBias)
+                using (var b = init.bias!.detach()) _bias = new Parameter(b.clone());
         }
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
@@ -83,6 +86,17 @@ public sealed class PackedLinear : Module<Tensor, Tensor>
     /// <summary>How many times the weight was packed: once while it is unchanged, again after each write.</summary>
     public int PackCount => _packed.PackCount;
 
+    /// <summary>Drops the packed copy kept for inference (as much memory as the weight); the next inference forward packs again.</summary>
+    public void ReleasePacked() => _packed.Release();
+
+    /// <summary>Drops the packed copies of every <see cref="PackedLinear"/> in <paramref name="module"/>: for models
+    /// that stay loaded but will not run inference again soon (an EMA between preview grids).</summary>
+    public static void ReleasePacked(Module module)
+    {
+        foreach (var m in module.modules().OfType<PackedLinear>()) m.ReleasePacked();
+        if (module is PackedLinear self) self.ReleasePacked();
+    }
+
     /// <summary>The packed bf16 weight when this linear runs on the bf16 GEMM in inference; null otherwise (see <see cref="Bf16DiTBlock"/>).</summary>
     internal PackedBf16Weight? InferenceBf16Weight() => _packed.InferenceBf16Weight(_weight, _bias);
 
@@ -116,10 +130,22 @@ public sealed class PackedWeightSlot : IDisposable
     public Tensor Linear(Tensor x, Tensor weight, Tensor? bias) => Choose(x, weight, bias) switch
     {
         Route.Inference => Sgemm.Linear(x, Get(weight, Sgemm.Pack), bias),
-        Route.Training => PackedLinearFunction.apply(x, weight, bias!, Get(weight, Sgemm.Pack)),
+        Route.Training => TrainingLinear(x, weight, bias!),
         Route.InferenceBf16 => Bf16Gemm.Linear(x, Get(weight, Bf16Gemm.Pack), bias),
         _ => functional.linear(x, weight, bias),
     };
+
+    /// <summary>
+    /// The training product: the weight changes at every optimizer step, so its packed copy is of no use after
+    /// this forward and is not kept (for SVG-XL that is 2.7 GB held between steps for nothing). A copy kept by an
+    /// inference forward of the same weight version is used and released.
+    /// </summary>
+    Tensor TrainingLinear(Tensor x, Tensor weight, Tensor bias)
+    {
+        PackedLinearFunction.ReleaseReturned();
+        using var packed = Take(weight, Sgemm.Pack);
+        return PackedLinearFunction.apply(x, weight, bias, packed);
+    }
 
     /// <summary><c>gelu_tanh(linear(x, weight, bias))</c> on the bf16 GEMM, or null where that route does not apply.</summary>
     public Tensor? LinearGeluTanh(Tensor x, Tensor weight, Tensor? bias) =>
@@ -176,6 +202,27 @@ public sealed class PackedWeightSlot : IDisposable
         }
     }
 
+    /// <summary>The packed copy of this weight version for the caller to dispose: the kept one if it matches (the slot lets it go), else a new one.</summary>
+    T Take<T>(Tensor weight, Func<Tensor, T> pack) where T : class, IDisposable
+    {
+        IntPtr data = LibTorchNative.DataPointer(weight);
+        long version = LibTorchNative.Version(weight);
+        lock (_gate)
+        {
+            var kept = _packed;
+            bool match = kept is T && ReferenceEquals(_source, weight) && _data == data && _version == version;
+            _packed = null;
+            _source = null;
+            if (match) return (T)kept!;
+            kept?.Dispose();
+            PackCount++;
+            return pack(weight);
+        }
+    }
+
+    /// <summary>Drops the packed copy, if any (the next inference forward packs again).</summary>
+    public void Release() => Dispose();
+
     public void Dispose()
     {
         lock (_gate)
@@ -203,12 +250,29 @@ sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLi
         return Sgemm.Linear(x, packed, bias);
     }
 
+    /// <summary>
+    /// The gradients the last backward on this thread returned. TorchSharp hands their handles to the engine but
+    /// keeps the C# tensors, so in a dispose scope they would live until the training step ends: every weight's
+    /// gradient a second time (2.5 GB for SVG-XL at the end of the backward), and on the first step the engine
+    /// copies a gradient it cannot take over. The engine holds its own references once a backward has
+    /// returned, so each backward (and each training forward) releases the previous one's.
+    /// </summary>
+    [ThreadStatic] static List<Tensor>? _returned;
+
+    internal static void ReleaseReturned()
+    {
+        if (_returned is not { Count: > 0 } r) return;
+        foreach (var t in r) t.Dispose();
+        r.Clear();
+    }
+
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
     {
+        ReleaseReturned();
+        using var scope = torch.NewDisposeScope();
         var saved = ctx.get_saved_variables();
         var (x, weight) = (saved[0], saved[1]);
         long n = weight.shape[0], k = weight.shape[1];
-        using var scope = torch.NewDisposeScope();
         var dy = gradOutput.reshape(-1, n);
         var x2 = x.reshape(-1, k);
         Tensor dx, dw;
@@ -218,6 +282,10 @@ sealed class PackedLinearFunction : torch.autograd.SingleTensorFunction<PackedLi
             dw = Sgemm.Linear(dy.t().contiguous(), xT, null);
         var db = dy.sum(new long[] { 0 });
         // One gradient per argument of apply: none for the packed weight.
-        return new List<Tensor> { dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null! };
+        var result = new List<Tensor> { dx.DetachFromDisposeScope(), dw.DetachFromDisposeScope(), db.DetachFromDisposeScope() };
+        (_returned ??= new List<Tensor>()).AddRange(result);
+        // TorchSharp's wrapper of the incoming gradient is not used after this call either (the engine keeps its own reference).
+        gradOutput.Dispose();
+        return new List<Tensor>(result) { null! };
     }
 }

@@ -19,8 +19,9 @@ public sealed class LinearKMaskedBias : Module<Tensor, Tensor>
     public LinearKMaskedBias(int inFeatures, int outFeatures) : base("qkv")
     {
         using var init = torch.nn.Linear(inFeatures, outFeatures);
-        weight = new Parameter(init.weight!.detach().clone());
-        bias = new Parameter(init.bias!.detach().clone());
+        // Detached views disposed here, not left to the GC (see PackedLinear).
+        using (var w = init.weight!.detach()) weight = new Parameter(w.clone());
+        using (var b = init.bias!.detach()) bias = new Parameter(b.clone());
         bias_mask = StandardMask(outFeatures);
         RegisterComponents();
     }
