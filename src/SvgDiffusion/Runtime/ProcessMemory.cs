@@ -47,7 +47,7 @@ public static partial class ProcessMemory
     /// </summary>
     public static PhaseMeter Phase() => new();
 
-    /// <summary>A phase in progress: its start and, on <see cref="Stop"/>, its peak.</summary>
+    /// <summary>A phase in progress: its start and its peak so far.</summary>
     public sealed class PhaseMeter
     {
         internal PhaseMeter()
