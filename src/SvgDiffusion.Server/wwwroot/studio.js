@@ -10,6 +10,8 @@ const state = { model: null, running: null, picked: null, results: 0, last: null
 const RESULT_SCALE = 3;
 const GALLERY_KEY = 'svgd-studio-gallery';
 const GALLERY_MAX = 24;
+/** Results with more images than this show their tiles folded. */
+const TILES_OPEN = 24;
 
 function setStatus(text, kind = '') {
   const s = $('#status');
@@ -174,7 +176,7 @@ function progressText(done, total, eta) {
   const rate = (done - eta.from) / ((now - eta.start) / 1000);
   if (!(rate > 0) || done >= total) return `working: ${pct} %`;
   const left = (total - done) / rate;
-  return `working: ${pct} % · about ${left < 60 ? Math.ceil(left) + ' s' : Math.ceil(left / 60) + ' min'} left`;
+  return `working: ${pct} % · about ${left < 60 ? Math.max(1, Math.round(left)) + ' s' : Math.round(left / 60) + ' min'} left`;
 }
 
 // ---- results and gallery ----------------------------------------------------------------------
@@ -212,7 +214,7 @@ function show(result, label, id = 0, inputs = []) {
   grid.className = 'grid';
   grid.alt = one ? `${label} result image` : `${label} result grid`;
   grid.src = pngUrl(result.grid);
-  sized(grid);
+  if (!one) sized(grid);
   const meta = document.createElement('p');
   meta.className = 'hint';
   meta.textContent = describe(result.settings);
@@ -226,6 +228,8 @@ function show(result, label, id = 0, inputs = []) {
   box.append(title);
   if (one) {
     // One image (mix, reconstruct): shown beside what went in, all at the same size, and picked by clicking.
+    // The same size as the inputs beside it: RESULT_SCALE times the model's image size, never wider than the panel.
+    grid.style.width = `min(${(state.model ? state.model.image_size : 32) * RESULT_SCALE}px, 100%)`;
     grid.title = 'click to pick this image; double-click to enlarge';
     grid.addEventListener('click', () => pick(grid, result.images[0].png));
     grid.addEventListener('dblclick', () => zoom(grid.src));
@@ -278,7 +282,14 @@ function show(result, label, id = 0, inputs = []) {
       fig.append(img, a);
       tiles.append(fig);
     });
-    box.append(grid, download, meta, actions, tiles);
+    // Many images: the tiles are folded away so the gallery stays in sight (the grid shows them all).
+    const fold = document.createElement('details');
+    fold.className = 'tiles-fold';
+    fold.open = result.images.length <= TILES_OPEN;
+    const summary = document.createElement('summary');
+    summary.textContent = `${result.images.length} images, one by one (to pick or download)`;
+    fold.append(summary, tiles);
+    box.append(grid, download, meta, actions, fold);
   }
   fillActions(actions, grid.src);
   if (!fresh) return;
