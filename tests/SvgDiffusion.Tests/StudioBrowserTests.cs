@@ -297,7 +297,6 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         Assert.Equal(entries, await page.Locator("#gallery .entry").CountAsync());
         await page.Locator("#gallery .entry img").Last.ClickAsync();
         Assert.Equal(80, await page.Locator("#result .tiles img").CountAsync());
-        Assert.Equal(2, await page.Locator("#result img.grid").EvaluateAsync<int>("img => img.naturalHeight") > 300 ? 2 : 0);
         log.WriteLine($"screenshots: {Reference.TempDir()}/studio-1280-*.png");
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }

@@ -229,7 +229,7 @@ function show(result, label, id = 0, inputs = []) {
   if (one) {
     // One image (mix, reconstruct): shown beside what went in, all at the same size, and picked by clicking.
     // The same size as the inputs beside it: RESULT_SCALE times the model's image size, never wider than the panel.
-    grid.style.width = `min(${(state.model ? state.model.image_size : 32) * RESULT_SCALE}px, 100%)`;
+    grid.style.width = `${(state.model ? state.model.image_size : 32) * RESULT_SCALE}px`;
     grid.title = 'click to pick this image; double-click to enlarge';
     grid.addEventListener('click', () => pick(grid, result.images[0].png));
     grid.addEventListener('dblclick', () => zoom(grid.src));
