@@ -13,7 +13,9 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
 {
     public WorkQueue Queue { get; } = new(options.QueueCapacity);
     readonly SemanticEditor _editor = service.Editor ?? throw new SvgdException("the studio needs an SVG autoencoder (its editing splits semantic and detail channels)");
-    GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps, " (this server's limit: fewer per class or fewer classes; whoever runs the server can raise it with --max-n / --max-steps; GET /api/model lists the limits)");
+    GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps,
+        " (this server's limit per request: ask for fewer; svgd serve --max-n raises it; GET /api/model lists the limits)",
+        " (this server's limit: svgd serve --max-steps raises it)");
 
     static readonly string[] SamplingFields = { "n", "steps", "cfg", "guidance", "sampler", "shift", "seed", "precision" };
 

@@ -219,6 +219,18 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         await page.FillAsync("#form-generate input[name=n]", "50");
         Assert.Equal("8", await page.InputValueAsync("#form-generate input[name=n]"));
 
+        // A refusal over the limit, as the page words it: no CLI options, no API paths.
+        using (var refused = await fx.Http.SendAsync(StudioFixture.Json("/api/generate", """{"classes": [0,1,2,3,4,5,6,7,8,9], "n": 9}""")))
+        {
+            Assert.Equal(400, (int)refused.StatusCode);
+            string error = System.Text.Json.JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString()!;
+            Assert.Contains("--max-n", error);
+            string worded = await page.EvaluateAsync<string>("m => pageMessage(m)", error);
+            Assert.EndsWith("this server makes at most 80 images per request: ask for fewer", worded);
+            Assert.DoesNotContain("/api/", worded);
+            Assert.DoesNotContain("--max", worded);
+        }
+
         // Copy as CLI / curl: the request as text.
         await page.FillAsync("#form-generate input[name=steps]", "2");
         await page.ClickAsync("#copy-cli");

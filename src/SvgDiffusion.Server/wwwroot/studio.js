@@ -95,7 +95,8 @@ function updateCount() {
 function pageMessage(msg) {
   if (/this server's limit/.test(msg) && state.model) {
     const l = state.model.limits;
-    return msg.replace(/ \(this server's limit[^)]*\)/, '') + ` — this server allows at most ${l.n} images and ${l.steps} steps per request; ask for fewer`;
+    const what = /steps/.test(msg) ? `${l.steps} steps` : `${l.n} images`;
+    return msg.replace(/ \(this server's limit[^)]*\)/, '') + ` — this server makes at most ${what} per request: ask for fewer`;
   }
   return msg;
 }
