@@ -13,7 +13,9 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
 {
     public WorkQueue Queue { get; } = new(options.QueueCapacity);
     readonly SemanticEditor _editor = service.Editor ?? throw new SvgdException("the studio needs an SVG autoencoder (its editing splits semantic and detail channels)");
-    GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps, " (this server's limit, see GET /api/model)");
+    GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps,
+        " (this server's limit per request: ask for fewer; svgd serve --max-n raises it; GET /api/model lists the limits)",
+        " (this server's limit: svgd serve --max-steps raises it)");
 
     static readonly string[] SamplingFields = { "n", "steps", "cfg", "guidance", "sampler", "shift", "seed", "precision" };
 
@@ -223,8 +225,11 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
             item.Token.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();
             using var scope = TorchSharp.torch.NewDisposeScope();
-            var rec = _editor.Reconstruct(new[] { image });
-            return FromImages(rec, rec[0], new JsonObject { ["precision"] = Runtime.Precision.Name(service.Precision) }, sw);
+            var x = _editor.Prepare(new[] { image });
+            var rec = _editor.Decode(_editor.Encode(x));
+            // As the CLI's reconstruct: the PSNR (data range 1) against the prepared original (resized, centre-cropped).
+            double psnr = Evaluation.ImageMetrics.Psnr((x + 1) / 2, (rec + 1) / 2).item<double>();
+            return FromImages(rec, rec[0], new JsonObject { ["precision"] = Runtime.Precision.Name(service.Precision), ["psnr_db"] = Math.Round(psnr, 2) }, sw);
         }, image);
     }
 

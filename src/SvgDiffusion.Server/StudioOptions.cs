@@ -11,8 +11,11 @@ public sealed record StudioOptions
     public int Port { get; init; } = 7860;
     /// <summary>Requests that may wait while one runs; more are answered 429 with Retry-After.</summary>
     public int QueueCapacity { get; init; } = 64;
-    /// <summary>Images one request may make (n times the classes; variations; frames).</summary>
-    public int MaxSamples { get; init; } = 64;
+    /// <summary>
+    /// Images one request may make (n times the classes; variations; frames). 80 is the CLI's default run of the
+    /// bundled 10-class model (8 per class), so the studio's "all classes" at the CLI's default fits.
+    /// </summary>
+    public int MaxSamples { get; init; } = 80;
     public int MaxSteps { get; init; } = 200;
     public int MaxFrames { get; init; } = 32;
     /// <summary>Largest request body, uploads included.</summary>

@@ -47,7 +47,7 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
         Assert.Equal(8, m.GetProperty("latent").GetProperty("residual").GetInt32());
         Assert.Equal(32, m.GetProperty("image_size").GetInt32());
         Assert.Equal("fp32", m.GetProperty("precision").GetString());
-        Assert.Equal(64, m.GetProperty("limits").GetProperty("n").GetInt32());
+        Assert.Equal(80, m.GetProperty("limits").GetProperty("n").GetInt32());
         Assert.Equal(StudioFixture.UploadLimit, m.GetProperty("limits").GetProperty("upload_bytes").GetInt64());
     }
 
@@ -165,9 +165,9 @@ public class StudioApiTests(StudioFixture fx, ITestOutputHelper log)
         yield return new object[] { "/api/generate", J("""{"steps": -3}"""), 400, "steps must be a positive whole number, got -3" };
         yield return new object[] { "/api/generate", J("""{"classes": "sneker"}"""), 400, "classes: unknown class 'sneker' (classes, index = position: 0 ankle-boot, 1 bag," };
         yield return new object[] { "/api/generate", J("""{"classes": [12]}"""), 400, "classes: '12' is not a class index in 0..9" };
-        yield return new object[] { "/api/generate", J("""{"n": 100000}"""), 400, "n 100000 is more than 64 samples" };
+        yield return new object[] { "/api/generate", J("""{"n": 100000}"""), 400, "n 100000 is more than 80 samples" };
         yield return new object[] { "/api/generate", J("""{"n": 1e12}"""), 400, "n must be a whole number, got 1e12" };
-        yield return new object[] { "/api/generate", J("""{"classes": "sneaker,bag", "n": 40}"""), 400, "n 40 per class for 2 classes is more than 64 samples" };
+        yield return new object[] { "/api/generate", J("""{"classes": "sneaker,bag", "n": 41}"""), 400, "n 41 per class for 2 classes is more than 80 samples" };
         yield return new object[] { "/api/generate", J("""{"steps": 100000}"""), 400, "steps 100000 is more than the limit of 200" };
         yield return new object[] { "/api/generate", J("""{"cfg": "lots"}"""), 400, "cfg must be a number, got \"lots\"" };
         yield return new object[] { "/api/generate", J("""{"sampler": "rk4"}"""), 400, "sampler must be euler or heun, not 'rk4'" };
