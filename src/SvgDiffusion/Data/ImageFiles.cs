@@ -71,12 +71,18 @@ public static class ImageFiles
         {
             using var data = SKData.Create(f);
             using var codec = data == null ? null : SKCodec.Create(data);
-            if (codec == null) throw new SvgdException($"{f}: not a decodable image (corrupt or unsupported format)");
-            int w = codec.Info.Width, h = codec.Info.Height;
-            if (w <= 0 || h <= 0) throw new SvgdException($"{f}: image header gives an empty size {w}x{h}");
-            if (w > MaxSide || h > MaxSide || (long)w * h > MaxPixels)
-                throw new SvgdException($"{f}: image header claims {w}x{h} pixels, more than this program decodes ({MaxSide} a side, {MaxPixels} in all; corrupt header?)");
+            CheckHeader(codec, f, MaxPixels);
         }
+    }
+
+    /// <summary>A codec that exists and a size this program decodes; one line naming <paramref name="name"/> otherwise.</summary>
+    static void CheckHeader([System.Diagnostics.CodeAnalysis.NotNull] SKCodec? codec, string name, long maxPixels)
+    {
+        if (codec == null) throw new SvgdException($"{name}: not a decodable image (corrupt or unsupported format)");
+        int w = codec.Info.Width, h = codec.Info.Height;
+        if (w <= 0 || h <= 0) throw new SvgdException($"{name}: image header gives an empty size {w}x{h}");
+        if (w > MaxSide || h > MaxSide || (long)w * h > maxPixels)
+            throw new SvgdException($"{name}: image header claims {w}x{h} pixels, more than this program decodes ({Math.Min(MaxSide, maxPixels)} a side, {maxPixels} in all; corrupt header?)");
     }
 
     /// <summary>Largest image side and pixel count decoded: a header may claim any size, and is believed only this far.</summary>
@@ -128,11 +134,7 @@ public static class ImageFiles
     static Tensor Decode(SKData? data, string name, long maxPixels, bool keepAlpha = false)
     {
         using var codec = data == null ? null : SKCodec.Create(data);
-        if (codec == null) throw new SvgdException($"{name}: not a decodable image (corrupt or unsupported format)");
-        int w = codec.Info.Width, h = codec.Info.Height;
-        if (w <= 0 || h <= 0) throw new SvgdException($"{name}: image header gives an empty size {w}x{h}");
-        if (w > MaxSide || h > MaxSide || (long)w * h > maxPixels)
-            throw new SvgdException($"{name}: image header claims {w}x{h} pixels, more than this program decodes ({Math.Min(MaxSide, maxPixels)} a side, {maxPixels} in all; corrupt header?)");
+        CheckHeader(codec, name, maxPixels);
         var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
         var result = codec.GetPixels(info, bitmap.GetPixels());

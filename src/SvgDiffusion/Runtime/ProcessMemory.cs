@@ -66,18 +66,7 @@ public static partial class ProcessMemory
         public long PeakBytes => Math.Max(StartBytes, PeakResidentBytes());
     }
 
-    static long Status(string key)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith(key, StringComparison.Ordinal)
-                    && long.TryParse(line[key.Length..].Trim().Split(' ')[0], NumberStyles.None, CultureInfo.InvariantCulture, out long kb))
-                    return kb * 1024;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return 0;
-    }
+    static long Status(string key) => ResourceBudget.ProcKilobytes("/proc/self/status", key) ?? 0;
 
     [StructLayout(LayoutKind.Sequential)]
     struct MallInfo2

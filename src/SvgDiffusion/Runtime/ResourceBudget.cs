@@ -85,11 +85,14 @@ public static class ResourceBudget
         return (long)(v * scale);
     }
 
-    static long? MemInfo(string key)
+    static long? MemInfo(string key) => ProcKilobytes("/proc/meminfo", key);
+
+    /// <summary>A "Key:   123 kB" line of a /proc file (meminfo, self/status) in bytes; null when absent or unreadable.</summary>
+    internal static long? ProcKilobytes(string file, string key)
     {
         try
         {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
+            foreach (var line in File.ReadLines(file))
                 if (line.StartsWith(key, StringComparison.Ordinal)
                     && long.TryParse(line[key.Length..].Trim().Split(' ')[0], NumberStyles.None, CultureInfo.InvariantCulture, out long kb))
                     return kb * 1024;
