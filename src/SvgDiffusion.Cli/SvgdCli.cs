@@ -19,6 +19,7 @@ public static class SvgdCli
         root.Subcommands.Add(MixCommand.Create(cli));
         root.Subcommands.Add(InterpolateCommand.Create(cli));
         root.Subcommands.Add(VaryCommand.Create(cli));
+        root.Subcommands.Add(RecolorCommand.Create(cli));
         root.Subcommands.Add(ReconstructCommand.Create(cli));
         root.Subcommands.Add(EncodeCommand.Create(cli));
         root.Subcommands.Add(DecodeCommand.Create(cli));

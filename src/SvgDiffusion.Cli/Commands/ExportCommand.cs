@@ -25,10 +25,12 @@ internal static class ExportCommand
         var output = new Option<string>("--out") { Description = "Model folder to write: autoencoder.safetensors, dit.safetensors, latent-stats.safetensors.", Required = true }.OutputDir();
         var section = new Option<string>("--dit-weights") { Description = "Which DiT weights to export: ema (what sampling normally uses) or model (the raw weights; better when a short run's EMA still remembers early training).", DefaultValueFactory = _ => "ema" };
         var tolerance = new Option<double>("--fp16-tolerance") { Description = "Largest max-abs output difference (decoded image in [-1,1], DiT velocity) that still allows fp16 storage.", DefaultValueFactory = _ => 1e-3 };
-        var cmd = new Command("export", "Export trained autoencoder + DiT as a compact model folder (fp16 where outputs stay within tolerance).") { ae, dit, output, section, tolerance };
+        var background = new Option<string?>("--background") { Description = "The colour under transparent pixels in the training images (as import-emoji's --background: white, black, #rrggbb or r,g,b): input images with alpha are composited onto it. Default: none (alpha dropped)." };
+        var cmd = new Command("export", "Export trained autoencoder + DiT as a compact model folder (fp16 where outputs stay within tolerance).") { ae, dit, output, section, tolerance, background };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             string outDir = p.GetValue(output)!;
+            var bg = p.GetValue(background) is string b ? SvgDiffusion.Data.Emoji.EmojiImportOptions.ParseColour(b) : ((byte R, byte G, byte B)?)null;
             Directory.CreateDirectory(outDir);
             double tol = p.GetValue(tolerance);
             using var _ = torch.inference_mode();
@@ -53,6 +55,7 @@ internal static class ExportCommand
             model.eval();
             var meta = new Dictionary<string, string> { ["svgd.trained_steps"] = info.Step.ToString(), ["svgd.weights"] = weights };
             if (info.ClassNames is { Count: > 0 } names) meta[BundledModel.ClassNamesMetadataKey] = JsonSerializer.Serialize(names);
+            if (bg is { } c) meta[GenerationService.BackgroundMetadataKey] = $"{c.R},{c.G},{c.B}";
             int tokens = model.Config.InputSize * model.Config.InputSize;
             var x = torch.randn(8, tokens, model.Config.InChannels);
             var t = torch.rand(8);

@@ -19,9 +19,9 @@ internal sealed class GenerationModelOptions
     public GenerationModelOptions()
     {
         DiT.Model.Required = false;
-        DiT.Model.Description += " Default: the bundled Fashion-MNIST model (with its autoencoder and statistics).";
+        DiT.Model.Description = "The model: a bundled one by name (fashion-mnist, emoji), a folder written by 'svgd export' (with its autoencoder and statistics), or a DiT file (the released .pt, or a .safetensors written by svgd). Default: fashion-mnist.";
         Autoencoder.Autoencoder.Required = false;
-        Autoencoder.Autoencoder.Description += " Default with the bundled model: its autoencoder.";
+        Autoencoder.Autoencoder.Description += " Default with a model folder or bundled model: its autoencoder.";
     }
 
     /// <summary>Options to load the models, and the sampling options unless <paramref name="sampling"/> is false.</summary>
@@ -30,6 +30,10 @@ internal sealed class GenerationModelOptions
 
     public bool IsBundled(ParseResult p) => p.GetValue(DiT.Model) == null;
 
+    /// <summary>The model folder --model names (the default bundled model without it), or null for a plain DiT file.</summary>
+    public ModelFolder? Folder(ParseResult p) =>
+        p.GetValue(DiT.Model) is string m ? ModelFolder.Resolve(m) : ModelFolder.Bundled(BundledModel.Name);
+
     /// <summary>
     /// Loads the models and wraps them in the library's <see cref="GenerationService"/>, in precision
     /// <paramref name="dtype"/>. Without <paramref name="needAutoencoder"/> an autoencoder is loaded only when given.
@@ -37,22 +41,21 @@ internal sealed class GenerationModelOptions
     /// </summary>
     public LoadedGenerationModel Load(ParseResult p, CliContext cli, ScalarType dtype, bool needAutoencoder = true, bool loadAutoencoder = true, bool decodeOnly = false)
     {
-        bool bundled = IsBundled(p);
-        if (bundled) BundledModel.EnsurePresent();
-        string modelPath = DiT.ModelPath(p, bundled ? BundledModel.DiTPath : null);
-        string? aePath = loadAutoencoder ? p.GetValue(Autoencoder.Autoencoder) ?? (bundled ? BundledModel.AutoencoderPath : null) : null;
+        var folder = Folder(p);
+        string modelPath = folder?.DiTPath ?? DiT.ModelPath(p);
+        string? aePath = loadAutoencoder ? p.GetValue(Autoencoder.Autoencoder) ?? folder?.AutoencoderPath : null;
         if (needAutoencoder && aePath == null) throw new SvgdException("decoding needs --autoencoder");
-        if (bundled) cli.Console.MarkupLine($"bundled model [bold]{BundledModel.Name}[/] ({Markup.Escape(BundledModel.Directory)})");
+        if (folder != null) cli.Console.MarkupLine($"model [bold]{Markup.Escape(folder.Name)}[/] ({Markup.Escape(folder.Directory)})");
         DiT? dit = null;
         LatentStatistics? stats = null;
         ILatentAutoencoder? ae = null;
         try
         {
             dit = DiT.LoadModel(p, modelPath);
-            stats = DiT.LoadStatistics(p, dit.Config.InChannels, modelPath, bundled ? BundledModel.StatisticsPath : null);
+            stats = DiT.LoadStatistics(p, dit.Config.InChannels, modelPath, folder?.StatisticsPath);
             ae = aePath != null ? Autoencoder.LoadAny(p, aePath, decodeOnly) : null;
-            var service = new GenerationService(dit, ae, stats, BundledModel.ClassNames(modelPath), dtype);
-            return new LoadedGenerationModel(service, bundled ? BundledModel.Name : Path.GetFileName(modelPath));
+            var service = new GenerationService(dit, ae, stats, BundledModel.ClassNames(modelPath), dtype) { Background = ModelFolder.ReadBackground(modelPath) };
+            return new LoadedGenerationModel(service, folder?.Name ?? Path.GetFileName(modelPath));
         }
         catch
         {
@@ -61,17 +64,20 @@ internal sealed class GenerationModelOptions
         }
     }
 
-    /// <summary>The autoencoder alone (mix, interpolating images): --autoencoder, else the bundled one.</summary>
-    public SvgAutoencoder LoadAutoencoderOnly(ParseResult p, CliContext cli)
+    /// <summary>
+    /// The autoencoder alone (mix, interpolating images): --autoencoder (a file, a model folder or a bundled
+    /// model's name), else the default bundled one; with the training background of its model, if known.
+    /// </summary>
+    public (SvgAutoencoder Autoencoder, (byte R, byte G, byte B)? Background) LoadAutoencoderOnly(ParseResult p, CliContext cli)
     {
         string? path = p.GetValue(Autoencoder.Autoencoder);
-        if (path == null)
+        var folder = path == null ? ModelFolder.Bundled(BundledModel.Name) : ModelFolder.Resolve(path, "--autoencoder");
+        if (folder != null)
         {
-            BundledModel.EnsurePresent();
-            path = BundledModel.AutoencoderPath;
-            cli.Console.MarkupLine($"bundled autoencoder [bold]{BundledModel.Name}[/] ({Markup.Escape(BundledModel.Directory)})");
+            path = folder.AutoencoderPath;
+            cli.Console.MarkupLine($"autoencoder of [bold]{Markup.Escape(folder.Name)}[/] ({Markup.Escape(folder.Directory)})");
         }
-        return Autoencoder.Load(p, path);
+        return (Autoencoder.Load(p, path!), folder?.Background);
     }
 }
 

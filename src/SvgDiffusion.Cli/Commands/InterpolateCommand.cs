@@ -39,9 +39,12 @@ internal static class InterpolateCommand
             if (seedList == null)
             {
                 if (p.GetValue(cls) != null) throw new SvgdException("--class applies to --seeds; images are interpolated by the autoencoder alone");
-                using var a = ImageFiles.LoadRgb(files[0]);
-                using var b = ImageFiles.LoadRgb(files[1]);
-                using var ae = models.LoadAutoencoderOnly(p, cli);
+                using var aRgba = ImageFiles.LoadRgba(files[0]);
+                using var bRgba = ImageFiles.LoadRgba(files[1]);
+                var (ae, background) = models.LoadAutoencoderOnly(p, cli);
+                using var _ae = ae;
+                using var a = ImageFiles.ToRgb(aRgba, background);
+                using var b = ImageFiles.ToRgb(bRgba, background);
                 ae.to(dtype);
                 strip = new SemanticEditor(ae, dtype).Interpolate(a, b, count, "--frames");
                 how = $"{count} frames on the line between the latents of {Markup.Escape(files[0])} and {Markup.Escape(files[1])}";

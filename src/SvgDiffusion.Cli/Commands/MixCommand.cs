@@ -30,9 +30,12 @@ internal static class MixCommand
             string? semanticPath = files.Length > 0 ? files[0] : p.GetValue(semantic), detailPath = files.Length > 1 ? files[1] : p.GetValue(detail);
             if (semanticPath == null || detailPath == null) throw new SvgdException($"give two images: mix SEMANTIC.png DETAIL.png (got {files.Length + named.Length})");
             var dtype = PrecisionOption.Parse(p, precision);
-            using var a = ImageFiles.LoadRgb(semanticPath);
-            using var b = ImageFiles.LoadRgb(detailPath);
-            using var ae = models.LoadAutoencoderOnly(p, cli);
+            using var aRgba = ImageFiles.LoadRgba(semanticPath);
+            using var bRgba = ImageFiles.LoadRgba(detailPath);
+            var (ae, background) = models.LoadAutoencoderOnly(p, cli);
+            using var _ae = ae;
+            using var a = ImageFiles.ToRgb(aRgba, background);
+            using var b = ImageFiles.ToRgb(bRgba, background);
             ae.to(dtype);
             var editor = new SemanticEditor(ae, dtype);
             using var scope = torch.NewDisposeScope();

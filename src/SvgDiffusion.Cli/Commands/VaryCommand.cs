@@ -27,8 +27,9 @@ internal static class VaryCommand
             var request = models.DiT.Request(p, classes: p.GetValue(cls), n: p.GetValue(n), precision: p.GetValue(precision));
             request.Validate(models.DiT.Limits(p), "--");
             var dtype = PrecisionOption.Parse(p, precision);
-            using var rgb = ImageFiles.LoadRgb(p.GetValue(image)!);
+            using var rgba = ImageFiles.LoadRgba(p.GetValue(image)!);
             using var loaded = models.Load(p, cli, dtype);
+            using var rgb = ImageFiles.ToRgb(rgba, loaded.Service.Background);
             var plan = loaded.Service.Plan(request, models.DiT.Limits(p), "--", unconditionalByDefault: true, classesField: "class");
             double s = p.GetValue(strength);
             using var result = ProgressBars.Track(cli.Console, "sampling", GenerationService.Work(plan.Count, plan.Sampler.Steps, true),

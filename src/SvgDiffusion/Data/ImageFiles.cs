@@ -98,6 +98,27 @@ public static class ImageFiles
         return Decode(data, path, MaxPixels);
     }
 
+    /// <summary>Decodes to RGBA uint8 [4, H, W] (255 alpha where the format has none); see <see cref="ToRgb"/>.</summary>
+    public static Tensor LoadRgba(string path)
+    {
+        if (Directory.Exists(path)) throw new SvgdException($"{path}: is a directory, not an image file");
+        if (!File.Exists(path)) throw new SvgdException($"{path}: no such image file");
+        using var data = SKData.Create(path);
+        return Decode(data, path, MaxPixels, keepAlpha: true);
+    }
+
+    /// <summary>RGBA [4, H, W] to RGB [3, H, W]: composited onto <paramref name="background"/> (a model's training background), or alpha dropped when that is null.</summary>
+    public static Tensor ToRgb(Tensor rgba, (byte R, byte G, byte B)? background) =>
+        background is { } bg ? Composite(rgba, bg) : rgba.narrow(0, 0, 3).contiguous();
+
+    /// <summary>Like <see cref="DecodeRgb(ReadOnlySpan{byte}, string, long)"/>, alpha composited onto <paramref name="background"/> (null: dropped).</summary>
+    public static Tensor DecodeRgb(ReadOnlySpan<byte> bytes, string name, (byte R, byte G, byte B)? background, long maxPixels = MaxPixels)
+    {
+        if (background is not { } bg) return DecodeRgb(bytes, name, maxPixels);
+        using var rgba = DecodeRgba(bytes, name, maxPixels);
+        return Composite(rgba, bg);
+    }
+
     /// <summary>
     /// Decodes image bytes held in memory (an upload) to RGB uint8 [3, H, W]; <paramref name="name"/> names them in
     /// errors, and images of more than <paramref name="maxPixels"/> pixels are refused from their header, before decoding.

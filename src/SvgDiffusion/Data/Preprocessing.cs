@@ -38,6 +38,25 @@ public sealed record Preprocessing(int Height = 256, int Width = 256)
         return ((unit - mean) / std).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Rec. 601 luma weights (R, G, B) of <see cref="Luminance"/>.</summary>
+    public static readonly float[] LumaWeights = { 0.299f, 0.587f, 0.114f };
+
+    /// <summary>
+    /// ImageNet-normalised [B, 3, H, W] -> the ImageNet-normalised grey image of the same luminance (Y = 0.299 R +
+    /// 0.587 G + 0.114 B, in every channel): what a frozen encoder sees with <c>frozen_input: luminance</c>.
+    /// </summary>
+    public static Tensor Luminance(Tensor normalized)
+    {
+        using var scope = torch.NewDisposeScope();
+        var shape = new long[] { 1, 3, 1, 1 };
+        var mean = torch.tensor(ImageNetMean, dtype: normalized.dtype, device: normalized.device).view(shape);
+        var std = torch.tensor(ImageNetStd, dtype: normalized.dtype, device: normalized.device).view(shape);
+        var w = torch.tensor(LumaWeights, dtype: normalized.dtype, device: normalized.device).view(shape);
+        var unit = normalized * std + mean;
+        var y = (unit * w).sum(1, keepdim: true);
+        return ((y.expand_as(unit) - mean) / std).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Loads, resizes and normalises a batch of files: [B, 3, Height, Width].</summary>
     public Tensor LoadBatch(IEnumerable<string> paths)
     {

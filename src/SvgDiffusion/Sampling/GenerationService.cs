@@ -89,6 +89,16 @@ public sealed class GenerationService
         Editor = autoencoder is SvgAutoencoder svg ? new SemanticEditor(svg, precision) : null;
     }
 
+    /// <summary>
+    /// The colour transparent pixels of an input image are composited onto: the background the model was trained
+    /// on (<c>svgd.background</c> in the DiT's metadata, written by <c>svgd export --background</c>), or null
+    /// (alpha dropped, as PIL's convert("RGB")).
+    /// </summary>
+    public (byte R, byte G, byte B)? Background { get; init; }
+
+    /// <summary>Metadata key of <see cref="Background"/>: "r,g,b".</summary>
+    public const string BackgroundMetadataKey = "svgd.background";
+
     /// <summary>Validates a request against this model (see <see cref="GenerationRequest.Resolve"/>) and its loaded precision.</summary>
     public GenerationPlan Plan(GenerationRequest request, GenerationLimits limits, string prefix = "", bool unconditionalByDefault = false, string classesField = "classes")
     {
@@ -188,6 +198,44 @@ public sealed class GenerationService
     public static double StartTime(double strength, double shift) => RectifiedFlow.Shift(1 - strength, shift);
 
     /// <summary>
+    /// Recolouring, SVG's own edit: keeps <paramref name="sourceRgb"/>'s semantic (frozen-encoder) channels and
+    /// generates only its residual (colour, texture) channels with the DiT, by inpainting in channel space
+    /// (<see cref="Transport.ChannelInpainting"/>): at every solver step the semantic channels are replaced by the
+    /// source's, moved to the current flow time. The residual channels start from <paramref name="likeRgb"/>'s
+    /// (or, without one, the source's own) noised to the start time of <paramref name="strength"/> (as in
+    /// <see cref="Vary"/>), so the colours come from the reference and the DiT fits them to the source's shape;
+    /// the two images need not be aligned. Strength 1 starts the residual channels from pure noise (colours
+    /// drawn afresh under the plan's labels). Sample i's noise depends on (seed, i).
+    /// </summary>
+    public GenerationResult Recolor(Tensor sourceRgb, Tensor? likeRgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
+    {
+        var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "recolouring needs an autoencoder" : "recolouring needs an SVG autoencoder (this one is a VAE, whose latent has no semantic channels)");
+        if (!editor.Autoencoder.Config.HasResidual) throw new SvgdException("recolouring needs residual channels; this autoencoder has frozen features only");
+        GenerationRequest.ValidateStrength(strength);
+        double t = StartTime(strength, plan.Sampler.TimestepShift);
+        EnsureFits(plan.Count, Model.Config.InputSize, Model.Config.InputSize, decode: true, plan.Prefix);
+        var generator = Generator(plan.Sampler, plan.Guidance);
+        var inputs = likeRgb is null ? new[] { sourceRgb } : new[] { sourceRgb, likeRgb };
+        using var encoded = generator.Encode(editor.Prepare(inputs));
+        if (encoded.shape[2] != generator.GridH || encoded.shape[3] != generator.GridW)
+            throw new SvgdException($"the autoencoder's {encoded.shape[2]}x{encoded.shape[3]} latent grid does not match the DiT's {generator.GridH}x{generator.GridW}");
+        int semantic = editor.SemanticChannels, channels = (int)encoded.shape[1];
+        using var tokens = DiT.LatentToTokens(encoded);
+        using var source = tokens.narrow(0, 0, 1);
+        using var start = torch.cat(new[] { source.narrow(2, 0, semantic), tokens.narrow(0, tokens.shape[0] - 1, 1).narrow(2, semantic, channels - semantic) }, 2);
+        using var noise = torch.stack(Enumerable.Range(0, plan.Count).Select(i => generator.Noise(plan.Seed, i)).ToArray());
+        using var known = source.expand(plan.Count, -1, -1).contiguous();
+        using var inpainting = new Transport.ChannelInpainting(known, noise, Transport.ChannelInpainting.Leading(semantic, channels));
+        return Run(generator, plan, plan.Count, decode: true, progress, cancel, (s, m) =>
+        {
+            using var scope = torch.NewDisposeScope();
+            var z0 = noise.narrow(0, s, m);
+            var xt = t == 0 ? z0.clone() : (1 - t) * z0 + t * start.expand(m, -1, -1);
+            return xt.MoveToOuterDisposeScope();
+        }, startTime: t, rowNames: null, columns: 0, constraint: s => (x, time) => inpainting.Apply(x, time, s));
+    }
+
+    /// <summary>
     /// <paramref name="frames"/> samples of one label whose noises walk the sphere from sample 0 of
     /// <paramref name="seedA"/> to sample 0 of <paramref name="seedB"/>: a smooth morph between two samples.
     /// The plan's first label is used for every frame.
@@ -207,7 +255,7 @@ public sealed class GenerationService
     }
 
     GenerationResult Run(SvgGenerator generator, GenerationPlan plan, int count, bool decode, Action<long, long>? progress, CancellationToken cancel,
-        Func<int, int, Tensor> start, double startTime, IReadOnlyList<string>? rowNames, int columns)
+        Func<int, int, Tensor> start, double startTime, IReadOnlyList<string>? rowNames, int columns, Func<int, Func<Tensor, double, Tensor>>? constraint = null)
     {
         cancel.ThrowIfCancellationRequested();
         var sw = Stopwatch.StartNew();
@@ -223,7 +271,7 @@ public sealed class GenerationService
                 using var scope = torch.NewDisposeScope();
                 int m = Math.Min(batch, count - s);
                 var z = start(s, m);
-                var latent = generator.SampleLatents(z, plan.Labels.Skip(s).Take(m).ToList(), _ => progress?.Invoke(done += m, total), startTime, cancel);
+                var latent = generator.SampleLatents(z, plan.Labels.Skip(s).Take(m).ToList(), _ => progress?.Invoke(done += m, total), startTime, cancel, constraint?.Invoke(s));
                 latents.Add(latent.MoveToOuterDisposeScope());
                 if (decode)
                 {

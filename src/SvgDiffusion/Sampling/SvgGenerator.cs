@@ -52,13 +52,15 @@ public sealed class SvgGenerator(DiT model, Sampler sampler, GuidanceSchedule gu
 
     /// <summary>Latents [B, C, h, w] in the model's (normalised) space from noise tokens [B, T, C].</summary>
     /// <param name="startTime">Flow time of <paramref name="noise"/>: 0 for pure noise; above 0 it is a noised latent (SDEdit).</param>
-    public Tensor SampleLatents(Tensor noise, IReadOnlyList<int> labels, Action<int>? onStep = null, double startTime = 0, CancellationToken cancel = default)
+    /// <param name="constraint">Applied to the tokens at the start and after every step (see <see cref="Sampler.Sample(DiT, Tensor, Tensor, Tensor?, GuidanceSchedule?, Action{int}?, double, CancellationToken, Func{Tensor, double, Tensor}?)"/>).</param>
+    public Tensor SampleLatents(Tensor noise, IReadOnlyList<int> labels, Action<int>? onStep = null, double startTime = 0, CancellationToken cancel = default,
+        Func<Tensor, double, Tensor>? constraint = null)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.inference_mode();
         var cond = torch.tensor(labels.Select(l => (long)l).ToArray());
         var nul = torch.full(labels.Count, model.NullLabel, dtype: ScalarType.Int64);
-        var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep, startTime, cancel);
+        var tokens = sampler.Sample(model, noise, cond, nul, guidance, onStep, startTime, cancel, constraint);
         Runtime.Finite.Output(tokens, "the sampled latents");
         return DiT.TokensToLatent(tokens, GridH, GridW).MoveToOuterDisposeScope();
     }

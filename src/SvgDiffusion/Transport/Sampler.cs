@@ -59,19 +59,24 @@ public abstract class Sampler
     /// <param name="nullLabels">[B] null labels for guidance (usually all num_classes); null for none.</param>
     /// <param name="onStep">Told the number of each finished step (1-based), for progress reporting.</param>
     /// <param name="cancel">Checked before every step: a server drops the work of a client that went away.</param>
+    /// <param name="constraint">Applied to the start and after every step with the time reached, (x, t) -> x':
+    /// inpainting (<see cref="ChannelInpainting.Apply"/>); null for none.</param>
     public Tensor Sample(VelocityField model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null,
-        double startTime = 0, CancellationToken cancel = default)
+        double startTime = 0, CancellationToken cancel = default, Func<Tensor, double, Tensor>? constraint = null)
     {
         var field = new GuidedVelocity(model, cond, nullLabels, guidance);
         var times = Times(startTime);
-        var x = z.alias();
+        var x = constraint != null ? constraint(z, startTime) : z.alias();
         try
         {
             for (int i = 0; i < Steps; i++)
             {
                 cancel.ThrowIfCancellationRequested();
                 using var scope = torch.NewDisposeScope();
-                var next = Step(field, x, i, times[i], times[i + 1]).MoveToOuterDisposeScope();
+                var next = Step(field, x, i, times[i], times[i + 1]);
+                // The last step lands on t = 1 exactly, whatever the float schedule's rounding.
+                if (constraint != null) next = constraint(next, i == Steps - 1 ? 1.0 : times[i + 1]);
+                next = next.MoveToOuterDisposeScope();
                 x.Dispose();
                 x = next;
                 onStep?.Invoke(i + 1);
@@ -87,8 +92,8 @@ public abstract class Sampler
 
     /// <summary>Samples with a DiT (tokens [B, T, C] or latents [B, C, h, w]).</summary>
     public Tensor Sample(DiT model, Tensor z, Tensor cond, Tensor? nullLabels = null, GuidanceSchedule? guidance = null, Action<int>? onStep = null,
-        double startTime = 0, CancellationToken cancel = default) =>
-        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance, onStep, startTime, cancel);
+        double startTime = 0, CancellationToken cancel = default, Func<Tensor, double, Tensor>? constraint = null) =>
+        Sample((x, t, y) => model.Velocity(x, t, y), z, cond, nullLabels, guidance, onStep, startTime, cancel, constraint);
 
     /// <summary>One step from <paramref name="t0"/> to <paramref name="t1"/>.</summary>
     protected abstract Tensor Step(GuidedVelocity field, Tensor x, int step, float t0, float t1);

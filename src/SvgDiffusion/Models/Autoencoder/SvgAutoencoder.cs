@@ -144,7 +144,8 @@ public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
         int gh, gw;
         using (torch.no_grad())
         {
-            using var frozen = SemanticEncoder.Encode(images);
+            using var grey = Config.LuminanceInput ? Data.Preprocessing.Luminance(images) : null;
+            using var frozen = SemanticEncoder.Encode(grey ?? images);
             semantic = frozen.Patch.transpose(1, 2).contiguous();
             (gh, gw) = (frozen.GridH, frozen.GridW);
         }
@@ -188,7 +189,8 @@ public sealed class SvgAutoencoder : nn.Module, ILatentAutoencoder
         foreach (var images in imageBatches)
         {
             using var scope = torch.NewDisposeScope();
-            using var frozen = SemanticEncoder.Encode(images);
+            using var grey = Config.LuminanceInput ? Data.Preprocessing.Luminance(images) : null;
+            using var frozen = SemanticEncoder.Encode(grey ?? images);
             var semantic = frozen.Patch.transpose(1, 2);
             alignment.Accumulate(semantic, extra_vit.Forward(images));
         }

@@ -13,6 +13,10 @@ public sealed record SvgAutoencoderConfig
     /// <summary>Which frozen encoder gives the semantic channels: <c>dinov3</c> (the paper's; section <c>dino</c>)
     /// or <c>resnet18</c> (the ImageNet ResNet-18 shipped in NuGet; section <c>resnet</c>).</summary>
     public string FrozenEncoder { get; init; } = "dinov3";
+    /// <summary>What the frozen encoder sees: <c>rgb</c> (the image, as the paper) or <c>luminance</c> (its grey
+    /// image, so colour can live only in the residual channels). The residual encoder and the decoder always see RGB.</summary>
+    public string FrozenInput { get; init; } = "rgb";
+    [JsonIgnore] public bool LuminanceInput => FrozenInput == "luminance";
     public Dinov3Config Dino { get; init; } = Dinov3Presets.Get("vits16plus");
     public ResNet18Config Resnet { get; init; } = new();
     public ResidualEncoderConfig ResidualVit { get; init; } = new();
@@ -36,6 +40,8 @@ public sealed record SvgAutoencoderConfig
     {
         if (FrozenEncoder is not ("dinov3" or "resnet18"))
             throw new SvgdException($"{source}: frozen_encoder must be 'dinov3' or 'resnet18', not '{FrozenEncoder}'");
+        if (FrozenInput is not ("rgb" or "luminance"))
+            throw new SvgdException($"{source}: frozen_input must be 'rgb' or 'luminance', not '{FrozenInput}'");
         if (IsResNet) Resnet.Validate(source); else Dino.Validate(source);
         ResidualVit.Validate(source);
         Decoder.Validate(source);

@@ -43,6 +43,10 @@ public static class SvgAutoencoderPresets
     /// <summary>Small colour model: the ImageNet ResNet-18 (stride 8, layer2) at 64x64, latents 8x8x136 (the emoji model).</summary>
     public const string ResNet18Small64 = "svg-resnet18-64px";
 
+    /// <summary><see cref="ResNet18Small64"/> whose frozen encoder sees the luminance image only (<c>frozen_input: luminance</c>):
+    /// colour can reach the latent only through the 8 residual channels.</summary>
+    public const string ResNet18Small64Luminance = "svg-resnet18-64px-luminance";
+
     /// <summary>Ablation of <see cref="ResNet18Small32"/> without distribution alignment: the residual channels enter the latent at their own scale.</summary>
     public const string ResNet18Small32NoAlignment = "svg-resnet18-32px-noalign";
     /// <summary>Ablation of <see cref="ResNet18Small32"/> with frozen features only: no residual branch, latents 4x4x128.</summary>
@@ -61,6 +65,7 @@ public static class SvgAutoencoderPresets
             ResidualVit = full.ResidualVit with { ImageSize = 64 },
             Decoder = full.Decoder with { Resolution = 64, AttnResolutions = new[] { 8 } },
         };
+        all[ResNet18Small64Luminance] = all[ResNet18Small64] with { FrozenInput = "luminance" };
         all[ResNet18Small32NoAlignment] = full with { Alignment = full.Alignment with { Mode = AlignmentMode.None } };
         all[ResNet18Small32FrozenOnly] = full with
         {
