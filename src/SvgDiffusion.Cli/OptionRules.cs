@@ -128,6 +128,12 @@ internal static class OptionRules
         foreach (var (name, value, kind) in paths.Where(x => x.Kind == Kind.InputPath))
         {
             if (InputFiles.Contains(name) ? File.Exists(value) : File.Exists(value) || Directory.Exists(value)) continue;
+            // A model may also be named: a folder written by export, or a bundled model (ModelFolder.Resolve checks it).
+            if (name is "--model" or "--autoencoder")
+            {
+                if (Directory.Exists(value) || Sampling.ModelFolder.BundledNames.Contains(value)) continue;
+                throw new SvgdException($"{name} {value}: no such file, folder or bundled model (bundled: {string.Join(", ", Sampling.ModelFolder.BundledNames)})");
+            }
             throw new SvgdException(Directory.Exists(value) ? $"{name} {value}: is a folder, expected a file" : $"{name} {value}: no such file or folder");
         }
         foreach (var (name, value, kind) in paths.Where(x => x.Kind != Kind.InputPath))

@@ -97,6 +97,7 @@ public class CliFuzzTests(ITestOutputHelper output)
         ("interpolate", o => ["interpolate", "--seeds", "3,8", "--steps", "1", "--frames", "2", "--out", o], ".png"),
         ("vary", o => ["vary", Image, "--n", "1", "--steps", "1", "--out", o], ".png"),
         ("mix", o => ["mix", "--semantic", Image, "--detail", Image, "--out", o], ".png"),
+        ("recolor", o => ["recolor", Image, "--like", Image, "--steps", "1", "--out", o], ".png"),
         ("encode", o => ["encode", "--autoencoder", Ae, "--images", Image, "--out", o], ".safetensors"),
         ("latent-stats", o => ["latent-stats", "--autoencoder", Ae, "--images", AutoencoderTrainingTests.FashionMnist, "--out", o], ".safetensors"),
         ("features", o => ["features", "--encoder", Reference.File_("dinov3_swiglu.pth"), "--images", Image, "--size", "32", "--out", o], ".safetensors"),
@@ -221,6 +222,12 @@ public class CliFuzzTests(ITestOutputHelper output)
             yield return new($"frames-{frames}", ["interpolate", "--seeds", "3,8", "--steps", "1", "--frames", frames, "--out", f.Fresh(".png")], Expect.Refused, "--frames");
         yield return new("n-2e9", ["sample", "--n", "2000000000", "--out", f.Fresh(".png")], Expect.Refused, "--n 2000000000");
         yield return new("n-1e6-memory", ["sample", "--n", "1000000", "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "of memory");
+        yield return new("recolor-neither", ["recolor", Image, "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "--like");
+        string text = f.Fresh(".png");
+        File.WriteAllText(text, "not a picture");
+        yield return new("recolor-like-text", ["recolor", Image, "--like", text, "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "not a decodable image");
+        yield return new("recolor-like-missing", ["recolor", Image, "--like", text + ".missing", "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "no such");
+        yield return new("recolor-unknown-model", ["recolor", Image, "--class", "0", "--model", "no-such-model", "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "bundled");
         yield return new("vary-n-memory", ["vary", Image, "--n", "1000000", "--steps", "1", "--out", f.Fresh(".png")], Expect.Refused, "of memory");
     }
 
@@ -237,6 +244,7 @@ public class CliFuzzTests(ITestOutputHelper output)
             (["sample", "--n", "1", "--steps", "1"], ["--n", "--steps", "--cfg", "--shift", "--seed", "--batch-size"]),
             (["interpolate", "--seeds", "3,8", "--steps", "1", "--frames", "2"], ["--frames", "--steps", "--cfg", "--shift"]),
             (["vary", Image, "--n", "1", "--steps", "1"], ["--strength", "--n", "--steps", "--cfg", "--shift", "--seed"]),
+            (["recolor", Image, "--like", Image, "--n", "1", "--steps", "1"], ["--strength", "--n", "--steps", "--cfg", "--seed"]),
         };
         for (int i = 0; i < count; i++)
         {

@@ -18,6 +18,7 @@ internal static class ProbeCommand
         var cmd = new Command("probe", "Linear probes of a frozen representation (DINOv3 or an SVG autoencoder's latent).");
         cmd.Subcommands.Add(Classify(cli));
         cmd.Subcommands.Add(Segment(cli));
+        cmd.Subcommands.Add(Colour(cli));
         return cmd;
     }
 
@@ -105,6 +106,40 @@ internal static class ProbeCommand
             var r = result!;
             cli.Console.MarkupLine($"{extractor.Kind} features ({ft.Features.shape[1]}-d), {trainSet.Count} train / {valSet.Count} val images, {trainSet.ClassNames.Count} classes");
             cli.Console.MarkupLine($"[bold]top-1 {r.Validation.Top1:P2}[/], top-{r.Validation.TopK} {r.Validation.Top5:P2} (train top-1 {r.Train.Top1:P2})");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static Command Colour(CliContext cli)
+    {
+        var ae = new Option<string>("--autoencoder") { Description = "SVG autoencoder whose latent is probed (a file, a model folder or a bundled model's name).", Required = true };
+        var train = new Option<string>("--train") { Description = "Images the probe is fitted on (a folder, recursive), on a plain background.", Required = true };
+        var test = new Option<string>("--test") { Description = "Held-out images the R² is measured on (e.g. another artist's).", Required = true };
+        var background = new Option<string>("--background") { Description = "The images' background colour (white, black, #rrggbb or r,g,b): pixels that differ from it by more than 0.1 are the foreground.", DefaultValueFactory = _ => "white" };
+        var lambda = new Option<double>("--lambda") { Description = "Ridge penalty per training image on standardised features.", DefaultValueFactory = _ => 1e-3 };
+        var output = new Option<string?>("--json") { Description = "Also write the result as JSON." }.OutputFile();
+        var precision = PrecisionOption.Create();
+        var cmd = new Command("colour", "Where the latent keeps colour: ridge probes of the mean foreground hue (saturation-weighted, HSV) from the grid-averaged semantic channels, the residual channels and both; R² on held-out images.")
+        { ae, train, test, background, lambda, output, precision };
+        cmd.SetAction(SvgdCli.Guard(cli, p =>
+        {
+            var bg = SvgDiffusion.Data.Emoji.EmojiImportOptions.ParseColour(p.GetValue(background)!);
+            var trainSet = new ImageFolder(p.GetValue(train)!);
+            var testSet = new ImageFolder(p.GetValue(test)!);
+            string path = p.GetValue(ae)!;
+            if (SvgDiffusion.Sampling.ModelFolder.Resolve(path, "--autoencoder") is { } folder) path = folder.AutoencoderPath;
+            using var model = SvgAutoencoderCheckpoint.Load(path);
+            model.to(PrecisionOption.Parse(p, precision));
+            ColourProbeResult? r = null;
+            ProgressBars.Run(cli.Console, "encode", trainSet.Count + testSet.Count, step =>
+                r = ColourProbe.Run(model, trainSet, testSet, (bg.R / 255.0, bg.G / 255.0, bg.B / 255.0), p.GetValue(lambda), n => step(n)));
+            cli.Console.MarkupLine($"mean foreground hue, R² on {r!.Test} held-out images (fitted on {r.Train}):");
+            cli.Console.MarkupLine($"  semantic channels ({r.SemanticDim}): [bold]{r.SemanticR2:F3}[/]");
+            cli.Console.MarkupLine($"  residual channels ({r.ResidualDim}): [bold]{r.ResidualR2:F3}[/]");
+            cli.Console.MarkupLine($"  both ({r.SemanticDim + r.ResidualDim}): [bold]{r.BothR2:F3}[/]");
+            if (p.GetValue(output) is string o)
+                Checkpoints.AtomicFile.Write(o, fs => System.Text.Json.JsonSerializer.Serialize(fs, r, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }));
         return cmd;

@@ -20,8 +20,9 @@ internal static class TrainEvaluatorCommand
         var size = new Option<int>("--size") { Description = "Input size the evaluator is built for (the images of the models it will judge).", DefaultValueFactory = _ => 32 };
         var seed = new Option<long>("--seed") { Description = "Seed of the initialisation and of every random draw (order, shifts, flips, dropout).", DefaultValueFactory = _ => 0 };
         var resume = new Option<bool>("--resume") { Description = "Continue from <out>/last.safetensors where it stopped." };
+        var colour = new Option<bool>("--colour") { Description = "Judge colour: the network sees RGB (for colour data such as emoji) instead of luminance (the default, Fashion-MNIST's)." };
         var cmd = new Command("train-evaluator", "Train the small classifier that scores generated images (FD-evaluator, class accuracy, precision/recall) from outside every model under study.")
-        { train, test, output, epochs, batch, lr, size, seed, resume };
+        { train, test, output, epochs, batch, lr, size, colour, seed, resume };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
@@ -38,8 +39,8 @@ internal static class TrainEvaluatorCommand
             torch.Tensor trainX = null!, trainY = null!, testX = null!, testY = null!;
             ProgressBars.Run(console, "decode images", trainFolder.Count + (testFolder?.Count ?? 0), step =>
             {
-                (trainX, trainY) = EvaluatorTrainer.Preload(trainFolder, s, n => step(n));
-                if (testFolder != null) (testX, testY) = EvaluatorTrainer.Preload(testFolder, s, n => step(n));
+                (trainX, trainY) = EvaluatorTrainer.Preload(trainFolder, s, n => step(n), p.GetValue(colour) ? 3 : 1);
+                if (testFolder != null) (testX, testY) = EvaluatorTrainer.Preload(testFolder, s, n => step(n), p.GetValue(colour) ? 3 : 1);
             });
 
             EvaluatorTrainer trainer;
@@ -53,7 +54,7 @@ internal static class TrainEvaluatorCommand
             {
                 var cfg = new EvaluatorTrainingConfig { Epochs = p.GetValue(epochs), BatchSize = p.GetValue(batch), LearningRate = p.GetValue(lr), Seed = p.GetValue(seed) }.Validate();
                 torch.manual_seed(cfg.Seed);
-                var model = new EvaluatorNet(new EvaluatorConfig { ImageSize = s, NumClasses = trainFolder.ClassNames.Count });
+                var model = new EvaluatorNet(new EvaluatorConfig { ImageSize = s, InputChannels = p.GetValue(colour) ? 3 : 1, NumClasses = trainFolder.ClassNames.Count });
                 trainer = new EvaluatorTrainer(model, trainX, trainY, cfg);
             }
             using var _ = trainer;

@@ -28,7 +28,7 @@ public sealed class EvaluatorTrainer : IDisposable
 
     public EvaluatorNet Model { get; }
     public EvaluatorTrainingConfig Config { get; }
-    /// <summary>[N, 1, S, S] greyscale training images in [-1, 1] and their labels [N].</summary>
+    /// <summary>[N, C, S, S] training images in [-1, 1] (C = the model's input channels: 1 grey, 3 colour) and their labels [N].</summary>
     public Tensor Images { get; }
     public Tensor Labels { get; }
     public int Step { get; private set; }
@@ -40,8 +40,8 @@ public sealed class EvaluatorTrainer : IDisposable
     public EvaluatorTrainer(EvaluatorNet model, Tensor images, Tensor labels, EvaluatorTrainingConfig config)
     {
         Config = config.Validate();
-        if (images.dim() != 4 || images.shape[1] != 1 || labels.dim() != 1 || labels.shape[0] != images.shape[0])
-            throw new SvgdException($"evaluator training needs images [N, 1, S, S] and labels [N], got {Checkpoint.Shape(images.shape)} and {Checkpoint.Shape(labels.shape)}");
+        if (images.dim() != 4 || images.shape[1] != model.Config.InputChannels || labels.dim() != 1 || labels.shape[0] != images.shape[0])
+            throw new SvgdException($"evaluator training needs images [N, {model.Config.InputChannels}, S, S] and labels [N], got {Checkpoint.Shape(images.shape)} and {Checkpoint.Shape(labels.shape)}");
         if (images.shape[0] < config.BatchSize) throw new SvgdException($"evaluator training needs at least one batch of {config.BatchSize} images, got {images.shape[0]}");
         Model = model;
         Images = images;
@@ -49,8 +49,8 @@ public sealed class EvaluatorTrainer : IDisposable
         _opt = ProbeSchedule.AdamW(model.named_parameters(), config.LearningRate, config.WeightDecay);
     }
 
-    /// <summary>Greyscale [N, 1, S, S] images in [-1, 1] and labels of a whole folder, decoded once.</summary>
-    public static (Tensor Images, Tensor Labels) Preload(ImageFolder folder, int size, Action<int>? progress = null)
+    /// <summary>[N, C, S, S] images in [-1, 1] (greyscale for <paramref name="channels"/> 1, RGB for 3) and labels of a whole folder, decoded once.</summary>
+    public static (Tensor Images, Tensor Labels) Preload(ImageFolder folder, int size, Action<int>? progress = null, int channels = 1)
     {
         var parts = new List<Tensor>();
         for (int start = 0; start < folder.Count; start += 1000)
@@ -58,7 +58,7 @@ public sealed class EvaluatorTrainer : IDisposable
             using var scope = torch.NewDisposeScope();
             int n = Math.Min(1000, folder.Count - start);
             var rgb = folder.CenterBatch(Enumerable.Range(start, n), size);
-            parts.Add(rgb.mean(new long[] { 1 }, keepdim: true).MoveToOuterDisposeScope());
+            parts.Add((channels == 3 ? rgb : rgb.mean(new long[] { 1 }, keepdim: true)).MoveToOuterDisposeScope());
             progress?.Invoke(n);
         }
         var images = torch.cat(parts, 0);
@@ -92,7 +92,8 @@ public sealed class EvaluatorTrainer : IDisposable
         return new EvaluatorStepResult(Step, value, lr);
     }
 
-    /// <summary>Random translation by up to MaxShift pixels (black border) and horizontal flips, one draw per image.</summary>
+    /// <summary>Random translation by up to MaxShift pixels and horizontal flips, one draw per image. The border is black for
+    /// grey evaluators (Fashion-MNIST's background) and the edge pixels repeated for colour ones (whatever background the images have).</summary>
     Tensor Augment(Tensor x, Generator g)
     {
         long b = x.shape[0], s = x.shape[2];
@@ -101,7 +102,9 @@ public sealed class EvaluatorTrainer : IDisposable
         var dx = torch.randint(-m, m + 1, new long[] { b }, generator: g).data<long>().ToArray();
         var flip = (torch.rand(b, generator: g) < 0.5).data<bool>().ToArray();
         if (m == 0 && !Config.Flip) return x;
-        var padded = nn.functional.pad(x, new long[] { m, m, m, m }, value: -1.0);
+        var padded = x.shape[1] == 3
+            ? nn.functional.pad(x, new long[] { m, m, m, m }, mode: PaddingModes.Replicate)
+            : nn.functional.pad(x, new long[] { m, m, m, m }, value: -1.0);
         var items = new Tensor[b];
         for (int i = 0; i < b; i++)
         {

@@ -9,6 +9,9 @@ namespace SvgDiffusion.Models.Evaluator;
 public sealed record EvaluatorConfig
 {
     public int ImageSize { get; init; } = 32;
+    /// <summary>1: the network sees luminance (the mean of RGB), so a tint does not change a class (Fashion-MNIST's);
+    /// 3: it sees colour, for data whose colour is part of what is judged (the emoji evaluator).</summary>
+    public int InputChannels { get; init; } = 1;
     public int[] Channels { get; init; } = { 32, 64, 128 };
     /// <summary>Conv blocks per stage.</summary>
     public int[] Blocks { get; init; } = { 1, 1, 1 };
@@ -30,6 +33,7 @@ public sealed record EvaluatorConfig
             throw new SvgdException($"{source}: evaluator channels, blocks and hidden must be positive and num_classes at least 2");
         if (ImageSize <= 0 || ImageSize % (1 << Channels.Length) != 0)
             throw new SvgdException($"{source}: evaluator image_size {ImageSize} must be a positive multiple of {1 << Channels.Length} ({Channels.Length} pooling stages)");
+        if (InputChannels is not (1 or 3)) throw new SvgdException($"{source}: evaluator input_channels must be 1 (grey) or 3 (colour), not {InputChannels}");
         if (Dropout is < 0 or >= 1) throw new SvgdException($"{source}: evaluator dropout must be in [0, 1)");
         return this;
     }

@@ -8,10 +8,11 @@ using static TorchSharp.torch.nn;
 namespace SvgDiffusion.Models.Evaluator;
 
 /// <summary>
-/// A small greyscale image classifier that scores generated images from outside every model under
+/// A small image classifier that scores generated images from outside every model under
 /// study: no autoencoder, frozen encoder or DiT trains with it, so its features cannot favour one latent
 /// space by construction (as FD-resnet18 favours latents built from that ResNet-18). It takes RGB images
-/// in [-1, 1] and classifies their luminance, so a colour tint in a sample does not change its class.
+/// in [-1, 1] and classifies their luminance, so a colour tint in a sample does not change its class, or
+/// (<see cref="EvaluatorConfig.InputChannels"/> 3) their colour.
 /// </summary>
 public sealed class EvaluatorNet : nn.Module
 {
@@ -27,7 +28,7 @@ public sealed class EvaluatorNet : nn.Module
     {
         Config = config.Validate("evaluator config");
         var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
-        int inCh = 1, k = 0;
+        int inCh = config.InputChannels, k = 0;
         for (int s = 0; s < config.Channels.Length; s++)
         {
             for (int b = 0; b < config.Blocks[s]; b++)
@@ -58,7 +59,8 @@ public sealed class EvaluatorNet : nn.Module
         if (images.dim() != 4 || images.shape[1] is not (1 or 3) || images.shape[2] != Config.ImageSize || images.shape[3] != Config.ImageSize)
             throw new SvgdException($"the evaluator takes [B, 3, {Config.ImageSize}, {Config.ImageSize}] images, got {Checkpoint.Shape(images.shape)}");
         using var scope = torch.NewDisposeScope();
-        var grey = images.shape[1] == 3 ? images.mean(new long[] { 1 }, keepdim: true) : images;
+        if (Config.InputChannels == 3 && images.shape[1] != 3) throw new SvgdException($"this evaluator judges colour: it takes [B, 3, {Config.ImageSize}, {Config.ImageSize}] RGB images, got {Checkpoint.Shape(images.shape)}");
+        var grey = Config.InputChannels == 1 && images.shape[1] == 3 ? images.mean(new long[] { 1 }, keepdim: true) : images;
         var map = features.forward(grey.to(ScalarType.Float32)).flatten(1);
         return functional.relu(hidden_norm.forward(hidden.forward(map))).MoveToOuterDisposeScope();
     }
