@@ -20,6 +20,7 @@ public static class SvgdCli
         root.Subcommands.Add(InterpolateCommand.Create(cli));
         root.Subcommands.Add(VaryCommand.Create(cli));
         root.Subcommands.Add(RecolorCommand.Create(cli));
+        root.Subcommands.Add(EvaluateRecolorCommand.Create(cli));
         root.Subcommands.Add(ReconstructCommand.Create(cli));
         root.Subcommands.Add(EncodeCommand.Create(cli));
         root.Subcommands.Add(DecodeCommand.Create(cli));

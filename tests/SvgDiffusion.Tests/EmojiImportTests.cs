@@ -74,6 +74,37 @@ public class EmojiImportTests
     }
 
     [Fact]
+    public void ColourFamiliesPairVariantsOfOneShapeAndTheMeasuresSeeShapeAndColour()
+    {
+        string dir = Reference.TempDir(), o = Path.Combine(dir, "emoji");
+        var (code, err) = Import("--package", Tarball(dir, "google"), Tarball(dir, "twitter"), "--test-vendor", "twitter", "--out", o);
+        Assert.True(code == 0, err);
+        var pairs = SvgDiffusion.Evaluation.ColourFamilies.Pairs(o, "twitter");
+        Assert.Equal(new[] { ("cats", "BLACK CAT", "CAT"), ("cats", "CAT", "BLACK CAT"), ("hearts", "HEAVY BLACK HEART", "PURPLE HEART"), ("hearts", "PURPLE HEART", "HEAVY BLACK HEART") },
+            pairs.Select(p => (p.Family, p.SourceName, p.TargetName)).OrderBy(x => x).ToArray());
+        Assert.All(pairs, p => Assert.Contains("twitter-", Path.GetFileName(p.Source)));
+        Assert.Throws<SvgdException>(() => SvgDiffusion.Evaluation.ColourFamilies.Pairs(o, "apple"));
+
+        var bg = (1.0, 1.0, 1.0);
+        TorchSharp.torch.Tensor Load(string f) => SvgDiffusion.Data.ImageFiles.LoadRgb(f).to(TorchSharp.torch.ScalarType.Float32) / 255;
+        var heart = pairs.First(p => p.Family == "hearts");
+        var (red, purple) = (Load(heart.Source), Load(heart.Target));
+        // Twemoji draws its hearts from one outline: the same shape, other colours.
+        Assert.InRange(SvgDiffusion.Evaluation.ShapeAndColour.ForegroundIoU(red, purple, bg), 0.9, 1.0);
+        Assert.Equal(1.0, SvgDiffusion.Evaluation.ShapeAndColour.ForegroundIoU(red, red, bg));
+        var hr = SvgDiffusion.Evaluation.ShapeAndColour.HueHistogram(red, bg);
+        Assert.Equal(1.0, hr.Sum(), 6);
+        Assert.Equal(0.0, SvgDiffusion.Evaluation.ShapeAndColour.Distance(hr, hr));
+        Assert.InRange(SvgDiffusion.Evaluation.ShapeAndColour.Distance(hr, SvgDiffusion.Evaluation.ShapeAndColour.HueHistogram(purple, bg)), 0.5, 1.0);
+        var mr = SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(red, bg);
+        Assert.True(mr[0] > 0.6 && mr[1] < 0.4, $"red heart's mean colour {string.Join(",", mr)}");
+        var cats = pairs.First(p => p.Family == "cats" && p.SourceName == "BLACK CAT");
+        var black = SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(Load(cats.Source), bg);
+        var orange = SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(Load(cats.Target), bg);
+        Assert.True(black.Sum() < orange.Sum() - 0.5, "the black cat is darker than the cat");
+    }
+
+    [Fact]
     public void TwoVendorsBecomeClassFoldersMasksCaptionsAndLicences()
     {
         string dir = Reference.TempDir(), o = Path.Combine(dir, "emoji");

@@ -207,7 +207,9 @@ public sealed class GenerationService
     /// the two images need not be aligned. Strength 1 starts the residual channels from pure noise (colours
     /// drawn afresh under the plan's labels). Sample i's noise depends on (seed, i).
     /// </summary>
-    public GenerationResult Recolor(Tensor sourceRgb, Tensor? likeRgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default)
+    /// <param name="holdSemantic">False: no inpainting, every channel is free (SDEdit of the mixed latent: the ablation that shows what holding the semantic channels does).</param>
+    public GenerationResult Recolor(Tensor sourceRgb, Tensor? likeRgb, double strength, GenerationPlan plan, Action<long, long>? progress = null, CancellationToken cancel = default,
+        bool holdSemantic = true)
     {
         var editor = Editor ?? throw new SvgdException(Autoencoder == null ? "recolouring needs an autoencoder" : "recolouring needs an SVG autoencoder (this one is a VAE, whose latent has no semantic channels)");
         if (!editor.Autoencoder.Config.HasResidual) throw new SvgdException("recolouring needs residual channels; this autoencoder has frozen features only");
@@ -232,7 +234,7 @@ public sealed class GenerationService
             var z0 = noise.narrow(0, s, m);
             var xt = t == 0 ? z0.clone() : (1 - t) * z0 + t * start.expand(m, -1, -1);
             return xt.MoveToOuterDisposeScope();
-        }, startTime: t, rowNames: null, columns: 0, constraint: s => (x, time) => inpainting.Apply(x, time, s));
+        }, startTime: t, rowNames: null, columns: 0, constraint: holdSemantic ? s => (x, time) => inpainting.Apply(x, time, s) : null);
     }
 
     /// <summary>

@@ -1,0 +1,71 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace SvgDiffusion.Evaluation;
+
+/// <summary>One recolouring task: an image and a variant of the same shape in another colour (the target).</summary>
+public sealed record ColourPair(string Family, string Source, string Target, string SourceName, string TargetName);
+
+/// <summary>
+/// The emoji data's colour families (from an <c>svgd import-emoji</c> folder's captions.jsonl): hearts,
+/// large circles and squares and books in several colours, people and hands in five skin tones, CAT and
+/// BLACK CAT. Each family yields pairs (source, target variant) of one vendor: every member with the next
+/// member of its family (cyclically), and for skin tones the lightest with the darkest and back.
+/// </summary>
+public static class ColourFamilies
+{
+    static readonly string Colours = "RED|ORANGE|YELLOW|GREEN|BLUE|LIGHT BLUE|PURPLE|BROWN|BLACK|WHITE|PINK|GREY";
+    static readonly (string Family, Regex Pattern)[] Patterns =
+    {
+        ("hearts", new Regex($"^(?:(?<c>{Colours}) HEART|HEAVY BLACK HEART)$")),
+        ("circles", new Regex($"^LARGE (?<c>{Colours}) CIRCLE$")),
+        ("squares", new Regex($"^LARGE (?<c>{Colours}) SQUARE$")),
+        ("books", new Regex($"^(?<c>{Colours}) BOOK$")),
+        ("cats", new Regex("^(?:BLACK )?CAT$")),
+    };
+
+    /// <summary>The pairs of <paramref name="vendor"/>'s images under <paramref name="root"/>, at most <paramref name="skinTonePeople"/> people for skin tones.</summary>
+    public static IReadOnlyList<ColourPair> Pairs(string root, string vendor, int skinTonePeople = 24)
+    {
+        string captions = Path.Combine(root, "captions.jsonl");
+        if (!File.Exists(captions)) throw new SvgdException($"{captions}: no captions file (make the folder with 'svgd import-emoji')");
+        var records = new List<(string File, string Name, string? Tone)>();
+        int line = 0;
+        foreach (var text in File.ReadLines(captions))
+        {
+            line++;
+            if (string.IsNullOrWhiteSpace(text)) continue;
+            try
+            {
+                using var doc = JsonDocument.Parse(text);
+                var r = doc.RootElement;
+                if (r.GetProperty("vendor").GetString() != vendor) continue;
+                string file = Path.Combine(root, r.GetProperty("file").GetString()!);
+                string? tone = r.TryGetProperty("skin_tone", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+                records.Add((file, r.GetProperty("name").GetString()!, tone));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            { throw new SvgdException($"{captions}:{line}: not a caption record ({e.Message.Split('\n')[0]})"); }
+        }
+        if (records.Count == 0) throw new SvgdException($"{captions}: no images of vendor '{vendor}'");
+        var pairs = new List<ColourPair>();
+        foreach (var (family, pattern) in Patterns)
+        {
+            var members = records.Where(r => r.Tone == null && pattern.IsMatch(r.Name)).OrderBy(r => r.Name, StringComparer.Ordinal).ToList();
+            for (int i = 0; i < members.Count && members.Count > 1; i++)
+            {
+                var (a, b) = (members[i], members[(i + 1) % members.Count]);
+                if (members.Count == 2 && i == 1) (a, b) = (members[1], members[0]);
+                pairs.Add(new ColourPair(family, a.File, b.File, a.Name, b.Name));
+            }
+        }
+        var light = records.Where(r => r.Tone == "light").ToDictionary(r => r.Name[..r.Name.IndexOf(':')], r => r);
+        var dark = records.Where(r => r.Tone == "dark").ToDictionary(r => r.Name[..r.Name.IndexOf(':')], r => r);
+        foreach (var name in light.Keys.Where(dark.ContainsKey).Order(StringComparer.Ordinal).Take(skinTonePeople))
+        {
+            pairs.Add(new ColourPair("skin tones", light[name].File, dark[name].File, light[name].Name, dark[name].Name));
+            pairs.Add(new ColourPair("skin tones", dark[name].File, light[name].File, dark[name].Name, light[name].Name));
+        }
+        return pairs.Where(p => File.Exists(p.Source) && File.Exists(p.Target)).ToList();
+    }
+}
