@@ -149,10 +149,10 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         var page = await OpenAsync(browser, width, height, problems);
         byte[] png = await SamplePngAsync();
         var file = new FilePayload { Name = "a-rather-long-file-name-of-a-sneaker-from-the-test-set.png", MimeType = "image/png", Buffer = png };
-        foreach (var tab in new[] { "generate", "vary", "mix", "interpolate", "reconstruct" })
+        foreach (var tab in new[] { "generate", "vary", "recolor", "mix", "interpolate", "reconstruct" })
         {
             await page.ClickAsync($"#tabs button[data-tab={tab}]");
-            foreach (var other in new[] { "generate", "vary", "mix", "interpolate", "reconstruct" })
+            foreach (var other in new[] { "generate", "vary", "recolor", "mix", "interpolate", "reconstruct" })
                 Assert.Equal(other == tab, await page.Locator($"#form-{other}").IsVisibleAsync());
             foreach (var input in await page.Locator($"#form-{tab} input[type=file]").AllAsync())
                 await input.SetInputFilesAsync(file);
@@ -191,6 +191,56 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         }
         await page.ScreenshotAsync(new() { Path = Shot($"studio-{width}-reconstructed.png"), FullPage = true });
         log.WriteLine($"screenshots: {Reference.TempDir()}/studio-{width}-*.png");
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public async Task TheRecolourTabRecoloursAnUploadedImageLikeAReference()
+    {
+        var (playwright, browser) = await LaunchAsync();
+        using var _ = playwright;
+        await using var __ = browser;
+        var problems = new List<string>();
+        var page = await OpenAsync(browser, 1280, 900, problems);
+        // One bundled model: nothing to pick, so no picker.
+        Assert.Equal(Sampling.ModelFolder.BundledNames.Count > 1, await page.Locator("#model-picker").IsVisibleAsync());
+        Assert.Equal(Sampling.ModelFolder.BundledNames.ToArray(), await page.Locator("#model-select option").AllTextContentsAsync());
+
+        byte[] source = File.ReadAllBytes(BundledService.ImagePath("sneaker")), like = File.ReadAllBytes(BundledService.ImagePath("bag"));
+        await page.ClickAsync("#tabs button[data-tab=recolor]");
+        Assert.Equal("0.5", await page.InputValueAsync("#form-recolor input[name=strength]"));
+        // Without a reference or a class the page says what is missing, and sends nothing.
+        await page.Locator("#form-recolor .slot[data-field=image] input[type=file]").SetInputFilesAsync(new FilePayload { Name = "sneaker.png", MimeType = "image/png", Buffer = source });
+        await page.ClickAsync("#form-recolor button.go");
+        Assert.Equal("give a reference image (\"colours like\") or pick a class", await page.TextContentAsync("#status"));
+
+        await page.Locator("#form-recolor .slot[data-field=like] input[type=file]").SetInputFilesAsync(new FilePayload { Name = "bag.png", MimeType = "image/png", Buffer = like });
+        await page.FillAsync("#form-recolor input[name=steps]", "3");
+        await page.FillAsync("#form-recolor input[name=seed]", "6");
+        await page.ClickAsync("#form-recolor button.go");
+        await page.Locator("#status.done").WaitForAsync(new() { Timeout = 60_000 });
+        await page.Locator("#result h2", new() { HasTextString = "recolor" }).WaitForAsync();
+        // Source | reference | edit, the edit at the model's size.
+        Assert.Equal(new[] { "source", "colours like", "edit" }, await page.Locator("#result .compare figcaption").AllTextContentsAsync());
+        var edit = page.Locator("#result img.grid");
+        Assert.Equal(32, await edit.EvaluateAsync<int>("img => img.naturalWidth"));
+        Assert.Equal(32, await edit.EvaluateAsync<int>("img => img.naturalHeight"));
+
+        // The page's request is the API's: the image is the library's recolouring at the page's settings.
+        string src = (await edit.GetAttributeAsync("src"))!;
+        Assert.StartsWith("data:image/png;base64,", src);
+        var s = fx.Model.Service;
+        using var ts = Data.ImageFiles.DecodeRgb(source, "source");
+        using var tl = Data.ImageFiles.DecodeRgb(like, "like");
+        var plan = s.Plan(new Sampling.GenerationRequest { N = 1, Steps = 3, Seed = 6 }, new Sampling.GenerationLimits(8, 8), unconditionalByDefault: true, classesField: "class");
+        using (var r = s.Recolor(ts, tl, 0.5, plan))
+            Assert.Equal(Data.ImageFiles.EncodePng(r.Grid()), Convert.FromBase64String(src["data:image/png;base64,".Length..]));
+        await page.ScreenshotAsync(new() { Path = Shot("studio-recolor.png"), FullPage = true });
+
+        // The edit goes back in as the next source.
+        await edit.ClickAsync();
+        await page.ClickAsync("#result .actions button.send[data-tab=recolor][data-field=image]");
+        Assert.True(await page.Locator("#form-recolor .slot[data-field=image] img").IsVisibleAsync());
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }
 
