@@ -229,7 +229,8 @@ internal sealed class StudioApi(GenerationService initialModel, StudioOptions op
             settings["strength"] = strength;
             settings["like"] = like is not null;
             settings["start_time"] = Math.Round(GenerationService.StartTime(strength, plan.Sampler.TimestepShift), 4);
-            return FromGeneration(m, r, settings);
+            // As svgd recolor's --out: one edit is the image itself, more are a grid.
+            return FromGeneration(m, r, settings, alone: plan.Count == 1);
         }, like is null ? image : new Disposables(image, like));
     }
 
@@ -358,13 +359,15 @@ internal sealed class StudioApi(GenerationService initialModel, StudioOptions op
         return s;
     }
 
-    static ApiResult FromGeneration(StudioModel m, GenerationResult r, JsonObject settings)
+    /// <param name="alone">One image answered as itself, not as a grid of one (framed).</param>
+    static ApiResult FromGeneration(StudioModel m, GenerationResult r, JsonObject settings, bool alone = false)
     {
         var service = m.Service;
         using var scope = TorchSharp.torch.NewDisposeScope();
         var images = Enumerable.Range(0, r.Labels.Length).Select(i =>
             new ApiImage(Data.ImageFiles.EncodePng(r.Images![i]), r.Labels[i], service.Classes.Name(r.Labels[i]))).ToList();
-        return new ApiResult(Data.ImageFiles.EncodePng(r.Grid()), images, settings, r.Elapsed.TotalSeconds);
+        byte[] grid = alone && images.Count == 1 ? images[0].Png : Data.ImageFiles.EncodePng(r.Grid());
+        return new ApiResult(grid, images, settings, r.Elapsed.TotalSeconds);
     }
 
     static ApiResult FromImages(TorchSharp.torch.Tensor images, TorchSharp.torch.Tensor grid, JsonObject settings, Stopwatch sw)

@@ -234,7 +234,7 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         using var tl = Data.ImageFiles.DecodeRgb(like, "like");
         var plan = s.Plan(new Sampling.GenerationRequest { N = 1, Steps = 3, Seed = 6 }, new Sampling.GenerationLimits(8, 8), unconditionalByDefault: true, classesField: "class");
         using (var r = s.Recolor(ts, tl, 0.5, plan))
-            Assert.Equal(Data.ImageFiles.EncodePng(r.Grid()), Convert.FromBase64String(src["data:image/png;base64,".Length..]));
+            Assert.Equal(Data.ImageFiles.EncodePng(r.Images![0]), Convert.FromBase64String(src["data:image/png;base64,".Length..]));
         await page.ScreenshotAsync(new() { Path = Shot("studio-recolor.png"), FullPage = true });
 
         // The edit goes back in as the next source.

@@ -59,7 +59,7 @@ public class StudioRecolorTests(StudioFixture fx, ITestOutputHelper log)
         Assert.Equal(7, settings.GetProperty("seed").GetInt64());
         Assert.Equal("fashion-mnist", settings.GetProperty("model").GetString());
 
-        // A class instead of a reference, as base64 in JSON; the PNG answer is the grid of the one image.
+        // A class instead of a reference, as base64 in JSON; one edit's "grid" is the image itself (as svgd recolor --out).
         string body = JsonSerializer.Serialize(new { image = Convert.ToBase64String(source), @class = "bag", strength = 1, steps = 3, seed = 2 });
         var byClass = await JsonOf(await fx.Http.SendAsync(StudioFixture.Json("/api/recolor", body)));
         Assert.Equal(1, byClass.GetProperty("images").GetArrayLength());
@@ -68,6 +68,9 @@ public class StudioRecolorTests(StudioFixture fx, ITestOutputHelper log)
         var classPlan = s.Plan(new GenerationRequest { Classes = new[] { "bag" }, N = 1, Steps = 3, Seed = 2 }, Limits, unconditionalByDefault: true, classesField: "class");
         using (var r = s.Recolor(ts, null, 1, classPlan))
             Assert.Equal(ImageFiles.EncodePng(r.Images![0]), Png(byClass.GetProperty("images")[0]));
+        Assert.Equal(Png(byClass.GetProperty("images")[0]), Convert.FromBase64String(byClass.GetProperty("grid").GetString()!));
+        using (var grid = ImageFiles.DecodeRgb(Convert.FromBase64String(first.GetProperty("grid").GetString()!), "grid"))
+            Assert.True(grid.shape[2] > 2 * fx.Model.Editor.ImageSize, $"two edits' grid is {grid.shape[2]} px wide");
         log.WriteLine($"recolour: {first.GetProperty("seconds").GetDouble():F2} s for 2 images, by class {byClass.GetProperty("seconds").GetDouble():F2} s");
     }
 
