@@ -245,6 +245,43 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task TheModelPickerSwitchesToABundledModelAndRedrawsThePage()
+    {
+        // A server started from a file (svgd serve --model my-model.safetensors): the picker offers the bundled models.
+        await using var server = await Server.StudioServer.StartAsync(fx.Model.Service, fx.Options with { ModelName = "my-model.safetensors", ModelIsBundled = false });
+        var (playwright, browser) = await LaunchAsync();
+        using var _ = playwright;
+        await using var __ = browser;
+        var problems = new List<string>();
+        var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1280, Height = 900 } });
+        page.Console += (_, m) => { if (m.Type == "error") problems.Add("console: " + m.Text); };
+        page.PageError += (_, e) => problems.Add("page error: " + e);
+        await page.GotoAsync(server.Address.ToString());
+        await page.Locator("#model-info", new() { HasTextString = "my-model.safetensors: 10 classes" }).WaitForAsync();
+        Assert.True(await page.Locator("#model-picker").IsVisibleAsync());
+        Assert.Equal(new[] { "my-model.safetensors" }.Concat(Sampling.ModelFolder.BundledNames).ToArray(), await page.Locator("#model-select option").AllTextContentsAsync());
+        Assert.Equal(new[] { true }.Concat(Sampling.ModelFolder.BundledNames.Select(_ => false)).ToArray(), await page.Locator("#model-select option").EvaluateAllAsync<bool[]>("os => os.map(o => o.disabled)"));
+        Assert.Equal("my-model.safetensors", await page.InputValueAsync("#model-select"));
+
+        await page.SelectOptionAsync("#model-select", "fashion-mnist");
+        await page.Locator("#status", new() { HasTextString = "now serving fashion-mnist" }).WaitForAsync(new() { Timeout = 60_000 });
+        Assert.StartsWith("fashion-mnist: 10 classes", await page.TextContentAsync("#model-info"));
+        using (var doc = System.Text.Json.JsonDocument.Parse(await new HttpClient { BaseAddress = server.Address }.GetStringAsync("/api/models")))
+            Assert.Equal("fashion-mnist", doc.RootElement.GetProperty("current").GetString());
+        // Redrawn, not added to: one chip and one option per class.
+        Assert.Equal(10, await page.Locator("#class-picker input").CountAsync());
+        Assert.Equal(11, await page.Locator("#form-vary select[name=class] option").CountAsync());
+        // The file model cannot be chosen again: with one bundled model there is nothing left to pick.
+        Assert.Equal(Sampling.ModelFolder.BundledNames.Count > 1, await page.Locator("#model-picker").IsVisibleAsync());
+
+        // The page still works on the switched model.
+        await page.ClickAsync("#generate");
+        await page.Locator("#status.done").WaitForAsync(new() { Timeout = 60_000 });
+        Assert.True(await page.Locator("#result img.grid").IsVisibleAsync());
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
     public async Task ResultsAreBoundedAndTheFeaturesWork()
     {
         var (playwright, browser) = await LaunchAsync();
