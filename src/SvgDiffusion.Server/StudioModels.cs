@@ -75,11 +75,14 @@ internal sealed class StudioModels : IDisposable
         if (name == _initial.Name && _initialIsBundled) next = _initial;
         else
         {
-            var service = ModelFolder.Bundled(name).Load(old.Service.Precision);
+            var folder = ModelFolder.Bundled(name);
+            // Refused from the file's header, before anything is loaded; the check after loading covers whatever else is not SVG.
+            if (Models.Autoencoder.AutoencoderFile.IsVae(folder.AutoencoderPath)) throw NotSvg(name, old);
+            var service = folder.Load(old.Service.Precision);
             if (service.Editor == null)
             {
                 StudioModel.Free(service);
-                throw new ApiException(409, $"name: the bundled model '{name}' has a VAE autoencoder, and the studio's edits need an SVG autoencoder; still serving '{old.Name}'");
+                throw NotSvg(name, old);
             }
             next = new StudioModel(name, service, owned: true);
         }
@@ -87,6 +90,9 @@ internal sealed class StudioModels : IDisposable
         old.Dispose();
         return next;
     }
+
+    static ApiException NotSvg(string name, StudioModel current) =>
+        new(409, $"name: the bundled model '{name}' has a VAE autoencoder, and the studio's edits need an SVG autoencoder; still serving '{current.Name}'");
 
     /// <summary>Refuses (409) work read for a model that is no longer served (switched while the work waited).</summary>
     public void EnsureCurrent(StudioModel model)
