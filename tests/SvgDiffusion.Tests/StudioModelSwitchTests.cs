@@ -88,4 +88,44 @@ public class StudioModelSwitchTests(StudioFixture fx)
         var plan = fx.Model.Service.Plan(new GenerationRequest { N = 1, Steps = 1 }, new GenerationLimits(4, 4));
         using (var r = fx.Model.Service.Generate(plan)) Assert.Equal(1, r.Images!.shape[0]);
     }
+
+    [Fact]
+    public async Task ARequestReadForTheModelSwitchedAwayFromIsRefused409WhenItsTurnComes()
+    {
+        var options = fx.Options with { ModelName = "my-model.safetensors", ModelIsBundled = false };
+        await using var server = await StudioServer.StartAsync(fx.Model.Service, options);
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(2) };
+        async Task<JsonElement> Status()
+        {
+            using var doc = JsonDocument.Parse(await http.GetStringAsync("/api/status"));
+            return doc.RootElement.Clone();
+        }
+        async Task Until(Func<JsonElement, bool> ok, string what)
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!ok(await Status()))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
+                await Task.Delay(20);
+            }
+        }
+
+        // A long request holds the worker while a switch, then a request read for the current model, queue behind it.
+        using var stopLong = new CancellationTokenSource();
+        var longRun = http.SendAsync(StudioFixture.Json("/api/generate", """{"n": 64, "steps": 200}"""), stopLong.Token);
+        await Until(s => s.GetProperty("running").GetBoolean(), "the long request to run");
+        var switching = http.SendAsync(StudioFixture.Json("/api/model", """{"name": "fashion-mnist"}"""));
+        await Until(s => s.GetProperty("waiting").GetInt32() == 1, "the switch to queue");
+        var stale = http.SendAsync(StudioFixture.Json("/api/generate", """{"n": 1, "steps": 1}"""));
+        await Until(s => s.GetProperty("waiting").GetInt32() == 2, "the second request to queue");
+        stopLong.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => longRun);
+
+        var info = await JsonOf(await switching);
+        Assert.Equal("fashion-mnist", info.GetProperty("name").GetString());
+        Assert.Equal("the studio switched from model 'my-model.safetensors' to 'fashion-mnist' while this request waited; send it again", await ErrorOf(await stale, 409));
+        // Sent again, it runs on the new model.
+        var again = await JsonOf(await http.SendAsync(StudioFixture.Json("/api/generate", """{"n": 1, "steps": 1}""")));
+        Assert.Equal("fashion-mnist", again.GetProperty("settings").GetProperty("model").GetString());
+    }
 }
