@@ -9,10 +9,10 @@ using SvgDiffusion.Sampling;
 namespace SvgDiffusion.Server;
 
 /// <summary>The endpoints. Field names are the CLI's option names; every refusal is one line of JSON.</summary>
-internal sealed class StudioApi(GenerationService service, StudioOptions options)
+internal sealed class StudioApi(GenerationService initialModel, StudioOptions options) : IDisposable
 {
     public WorkQueue Queue { get; } = new(options.QueueCapacity);
-    readonly SemanticEditor _editor = service.Editor ?? throw new SvgdException("the studio needs an SVG autoencoder (its editing splits semantic and detail channels)");
+    readonly StudioModels _models = new(initialModel, options.ModelName, options.ModelIsBundled);
     GenerationLimits Limits => new(options.MaxSamples, options.MaxSteps,
         " (this server's limit per request: ask for fewer; svgd serve --max-n raises it; GET /api/model lists the limits)",
         " (this server's limit: svgd serve --max-steps raises it)");
@@ -41,10 +41,13 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         {
             if (!await EmbeddedAssets.TrySendAsync(ctx, (string)ctx.Request.RouteValues["file"]!)) ctx.Response.StatusCode = 404;
         });
-        Api(app, "/api/model", HttpMethods.Get, ctx => Json(ctx, 200, Model()));
+        Api(app, "/api/model", HttpMethods.Get, ctx => Json(ctx, 200, Model(_models.Current)));
+        Api(app, "/api/model", HttpMethods.Post, SwitchModel);
+        Api(app, "/api/models", HttpMethods.Get, ctx => Json(ctx, 200, Models()));
         Api(app, "/api/status", HttpMethods.Get, ctx => Json(ctx, 200, Status()));
         Api(app, "/api/generate", HttpMethods.Post, ctx => Handle(ctx, Generate));
         Api(app, "/api/vary", HttpMethods.Post, ctx => Handle(ctx, Vary));
+        Api(app, "/api/recolor", HttpMethods.Post, ctx => Handle(ctx, Recolor));
         Api(app, "/api/interpolate", HttpMethods.Post, ctx => Handle(ctx, Interpolate));
         Api(app, "/api/mix", HttpMethods.Post, ctx => Handle(ctx, Mix));
         Api(app, "/api/reconstruct", HttpMethods.Post, ctx => Handle(ctx, Reconstruct));
@@ -57,7 +60,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     {
         string[] methods = method == HttpMethods.Get ? GetAndHead : new[] { method };
         app.MapMethods(path, methods, handler);
-        _methods[path] = methods;
+        _methods[path] = _methods.TryGetValue(path, out var earlier) ? earlier.Concat(methods).ToArray() : methods;
     }
 
     /// <summary>An API path that exists but not for this method: 405 with the methods it takes; otherwise 404.</summary>
@@ -84,16 +87,18 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     void LogFailure(HttpContext ctx, Exception e) =>
         options.Log?.Invoke($"{ctx.Request.Method} {ctx.Request.Path} failed: {e}");
 
-    JsonObject Model()
+    JsonObject Model(StudioModel model)
     {
+        var service = model.Service;
+        var editor = model.Editor;
         var m = service.Model.Config;
-        var ae = ((Models.Autoencoder.SvgAutoencoder)_editor.Autoencoder).Config;
+        var ae = ((Models.Autoencoder.SvgAutoencoder)editor.Autoencoder).Config;
         return new JsonObject
         {
-            ["name"] = options.ModelName,
+            ["name"] = model.Name,
             ["classes"] = new JsonArray(Enumerable.Range(0, service.Classes.NumClasses).Select(i => (JsonNode)service.Classes.Name(i)).ToArray()),
             ["class_names"] = service.Classes.Names != null,
-            ["image_size"] = _editor.ImageSize,
+            ["image_size"] = editor.ImageSize,
             ["latent"] = new JsonObject
             {
                 ["channels"] = ae.LatentChannels, ["semantic"] = ae.SemanticDim, ["residual"] = ae.ResidualVit.OutputDim,
@@ -105,7 +110,7 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
             {
                 ["n"] = GenerationRequest.DefaultN, ["steps"] = GenerationRequest.DefaultSteps, ["cfg"] = GenerationRequest.DefaultCfg,
                 ["guidance"] = "constant", ["sampler"] = "euler", ["shift"] = Transport.Sampler.DefaultShift, ["seed"] = 0,
-                ["strength"] = DefaultStrength, ["frames"] = DefaultFrames,
+                ["strength"] = DefaultStrength, ["recolor_strength"] = GenerationRequest.DefaultRecolorStrength, ["frames"] = DefaultFrames,
             },
             ["samplers"] = new JsonArray(GenerationRequest.Samplers.Select(s => (JsonNode)s).ToArray()),
             ["guidance_modes"] = new JsonArray("constant", "late", "linear", "early-<t>", "cfg_star-<k>-<r>"),
@@ -115,6 +120,47 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
                 ["upload_bytes"] = options.MaxUploadBytes, ["upload_pixels"] = options.MaxUploadPixels, ["queue"] = options.QueueCapacity,
             },
         };
+    }
+
+    /// <summary>The bundled models a client may switch to (POST /api/model {"name": ...}) and the one served now.</summary>
+    JsonObject Models() => new()
+    {
+        ["current"] = _models.Current.Name,
+        ["bundled"] = new JsonArray(StudioModels.Bundled.Select(n => (JsonNode)n).ToArray()),
+    };
+
+    /// <summary>
+    /// POST /api/model {"name": N}: serve the bundled model N from now on. Queued like any work, so it waits for the
+    /// requests ahead of it; answered with the new model's GET /api/model.
+    /// </summary>
+    async Task SwitchModel(HttpContext ctx)
+    {
+        var abort = ctx.RequestAborted;
+        try
+        {
+            var fields = await ApiFields.ReadAsync(ctx.Request, abort);
+            fields.Allow("name");
+            string name = StudioModels.RequireBundled(fields.String("name"));
+            var item = Queue.TryEnqueue(_ => Model(_models.Switch(name)), abort);
+            if (item == null)
+            {
+                await Busy(ctx);
+                return;
+            }
+            await Json(ctx, 200, (JsonObject)await item.Completion.Task.WaitAsync(abort));
+        }
+        catch (OperationCanceledException) when (abort.IsCancellationRequested) { /* the client went away: nobody to answer */ }
+        catch (Exception e) when (!ctx.Response.HasStarted && !abort.IsCancellationRequested)
+        {
+            await Refuse(ctx, e);
+        }
+    }
+
+    Task Busy(HttpContext ctx)
+    {
+        int wait = Queue.RetryAfterSeconds;
+        ctx.Response.Headers.RetryAfter = wait.ToString();
+        return Json(ctx, 429, Error($"busy: {Queue.Waiting} requests are waiting (the queue holds {Queue.Capacity}); retry after {wait} s"));
     }
 
     JsonObject Status() => new()
@@ -129,50 +175,83 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
     /// <summary>A parsed request: the work to queue, and the inputs it owns (decoded uploads).</summary>
     sealed record Prepared(Func<WorkItem, ApiResult> Work, IDisposable? Inputs = null);
 
-    Prepared Generate(ApiFields f)
+    Prepared Generate(ApiFields f, StudioModel m)
     {
+        var service = m.Service;
         f.Allow(SamplingFields.Prepend("labels").Prepend("classes").ToArray());
         var plan = service.Plan(f.GenerationRequest(), Limits);
         return new Prepared(item =>
         {
             using var r = service.Generate(plan, decode: true, progress: item.Report, cancel: item.Token);
-            return FromGeneration(r, Settings(plan));
+            return FromGeneration(m, r, Settings(m, plan));
         });
     }
 
-    Prepared Vary(ApiFields f)
+    Prepared Vary(ApiFields f, StudioModel m)
     {
+        var service = m.Service;
         f.Allow(SamplingFields.Prepend("strength").Prepend("class").Prepend("image").ToArray());
         double strength = f.Double("strength") ?? DefaultStrength;
         GenerationRequest.ValidateStrength(strength);
         var plan = service.Plan(f.GenerationRequest("class", DefaultVariations), Limits, unconditionalByDefault: true, classesField: "class");
-        var image = Upload(f, "image");
+        var image = Upload(f, m, "image");
         return new Prepared(item =>
         {
             using var r = service.Vary(image, strength, plan, item.Report, item.Token);
-            var settings = Settings(plan);
+            var settings = Settings(m, plan);
             settings["strength"] = strength;
-            return FromGeneration(r, settings);
+            return FromGeneration(m, r, settings);
         }, image);
     }
 
-    Prepared Interpolate(ApiFields f)
+    /// <summary>
+    /// SVG's own edit, as <c>svgd recolor</c>: the image's semantic channels kept, its residual (colour) channels
+    /// regenerated from like's (an uploaded reference) or drawn afresh for a class.
+    /// </summary>
+    Prepared Recolor(ApiFields f, StudioModel m)
     {
+        var service = m.Service;
+        f.Allow(SamplingFields.Prepend("strength").Prepend("class").Prepend("like").Prepend("image").ToArray());
+        if (!m.Editor.Autoencoder.Config.HasResidual)
+            throw new ApiException(409, $"model '{m.Name}': recolouring needs residual channels, and this model's autoencoder has frozen features only");
+        bool hasLike = f.File("like") != null;
+        if (!hasLike && f.List("class") is not { Count: > 0 })
+            throw new ApiException(400, "like, class: give like (an image to take the colours from) or class (new colours of a class), or both");
+        double strength = f.Double("strength") ?? GenerationRequest.DefaultRecolorStrength;
+        GenerationRequest.ValidateStrength(strength);
+        var plan = service.Plan(f.GenerationRequest("class", 1), Limits, unconditionalByDefault: true, classesField: "class");
+        var image = Upload(f, m, "image");
+        var like = hasLike ? Upload(f, m, "like", image) : null;
+        return new Prepared(item =>
+        {
+            using var r = service.Recolor(image, like, strength, plan, item.Report, item.Token);
+            var settings = Settings(m, plan);
+            settings["strength"] = strength;
+            settings["like"] = like is not null;
+            settings["start_time"] = Math.Round(GenerationService.StartTime(strength, plan.Sampler.TimestepShift), 4);
+            // As svgd recolor's --out: one edit is the image itself, more are a grid.
+            return FromGeneration(m, r, settings, alone: plan.Count == 1);
+        }, like is null ? image : new Disposables(image, like));
+    }
+
+    Prepared Interpolate(ApiFields f, StudioModel m)
+    {
+        var service = m.Service;
         int frames = f.Int("frames") ?? DefaultFrames;
         if (frames < 2 || frames > options.MaxFrames) throw new ApiException(400, $"frames must be a whole number in 2..{options.MaxFrames}, got {frames}");
         if (f.Has("a") || f.Has("b"))
         {
             f.Allow("a", "b", "frames", "precision");
-            CheckPrecision(f);
-            var a = Upload(f, "a");
-            var b = Upload(f, "b", a);
+            CheckPrecision(f, service);
+            var a = Upload(f, m, "a");
+            var b = Upload(f, m, "b", a);
             var inputs = new Disposables(a, b);
             return new Prepared(item =>
             {
                 item.Token.ThrowIfCancellationRequested();
                 var sw = Stopwatch.StartNew();
                 using var scope = TorchSharp.torch.NewDisposeScope();
-                var strip = _editor.Interpolate(a, b, frames);
+                var strip = m.Editor.Interpolate(a, b, frames);
                 return FromImages(strip, Data.ImageFiles.Grid(strip, frames), new JsonObject { ["frames"] = frames, ["path"] = "linear on the latents of a and b" }, sw);
             }, inputs);
         }
@@ -185,66 +264,71 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         return new Prepared(item =>
         {
             using var r = service.InterpolateSeeds(sa, sb, frames, plan, item.Report, item.Token);
-            var settings = Settings(plan);
+            var settings = Settings(m, plan);
             settings.Remove("n");
             settings.Remove("seed");
             settings["seeds"] = new JsonArray(sa, sb);
             settings["frames"] = frames;
             settings["path"] = "spherical on the noise of the two seeds";
-            return FromGeneration(r, settings);
+            return FromGeneration(m, r, settings);
         });
     }
 
-    Prepared Mix(ApiFields f)
+    Prepared Mix(ApiFields f, StudioModel m)
     {
+        var service = m.Service;
         f.Allow("semantic", "detail", "precision");
-        CheckPrecision(f);
-        var a = Upload(f, "semantic");
-        var b = Upload(f, "detail", a);
+        CheckPrecision(f, service);
+        var a = Upload(f, m, "semantic");
+        var b = Upload(f, m, "detail", a);
         return new Prepared(item =>
         {
             item.Token.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();
             using var scope = TorchSharp.torch.NewDisposeScope();
-            var mix = _editor.Mix(a, b);
+            var mix = m.Editor.Mix(a, b);
             return FromImages(mix, mix[0], new JsonObject
             {
-                ["semantic_channels"] = _editor.SemanticChannels, ["residual_channels"] = _editor.ResidualChannels,
+                ["semantic_channels"] = m.Editor.SemanticChannels, ["residual_channels"] = m.Editor.ResidualChannels,
                 ["precision"] = Runtime.Precision.Name(service.Precision),
             }, sw);
         }, new Disposables(a, b));
     }
 
-    Prepared Reconstruct(ApiFields f)
+    Prepared Reconstruct(ApiFields f, StudioModel m)
     {
+        var service = m.Service;
         f.Allow("image", "precision");
-        CheckPrecision(f);
-        var image = Upload(f, "image");
+        CheckPrecision(f, service);
+        var image = Upload(f, m, "image");
         return new Prepared(item =>
         {
             item.Token.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();
             using var scope = TorchSharp.torch.NewDisposeScope();
-            var x = _editor.Prepare(new[] { image });
-            var rec = _editor.Decode(_editor.Encode(x));
+            var x = m.Editor.Prepare(new[] { image });
+            var rec = m.Editor.Decode(m.Editor.Encode(x));
             // As the CLI's reconstruct: the PSNR (data range 1) against the prepared original (resized, centre-cropped).
             double psnr = Evaluation.ImageMetrics.Psnr((x + 1) / 2, (rec + 1) / 2).item<double>();
             return FromImages(rec, rec[0], new JsonObject { ["precision"] = Runtime.Precision.Name(service.Precision), ["psnr_db"] = Math.Round(psnr, 2) }, sw);
         }, image);
     }
 
-    void CheckPrecision(ApiFields f)
+    void CheckPrecision(ApiFields f, GenerationService service)
     {
         if (f.String("precision") is string p) service.Plan(new GenerationRequest { Precision = p }, Limits);
     }
 
-    /// <summary>An uploaded image decoded in memory to RGB uint8 [3, H, W]; <paramref name="alsoDisposeOnError"/> are inputs decoded before it.</summary>
-    TorchSharp.torch.Tensor Upload(ApiFields f, string name, IDisposable? alsoDisposeOnError = null)
+    /// <summary>
+    /// An uploaded image decoded in memory to RGB uint8 [3, H, W], transparent pixels composited onto the model's
+    /// training background when it has one; <paramref name="alsoDisposeOnError"/> are inputs decoded before it.
+    /// </summary>
+    TorchSharp.torch.Tensor Upload(ApiFields f, StudioModel m, string name, IDisposable? alsoDisposeOnError = null)
     {
         try
         {
             var bytes = f.File(name) ?? throw new ApiException(400, $"{name}: no image uploaded (a multipart file field, or base64 in JSON)");
-            return Data.ImageFiles.DecodeRgb(bytes, $"{name} (uploaded image)", options.MaxUploadPixels);
+            return Data.ImageFiles.DecodeRgb(bytes, $"{name} (uploaded image)", m.Service.Background, options.MaxUploadPixels);
         }
         catch
         {
@@ -253,10 +337,11 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         }
     }
 
-    JsonObject Settings(GenerationPlan plan)
+    JsonObject Settings(StudioModel m, GenerationPlan plan)
     {
+        var service = m.Service;
         var r = plan.Request;
-        var s = new JsonObject { ["model"] = options.ModelName };
+        var s = new JsonObject { ["model"] = m.Name };
         if (plan.Rows > 0)
         {
             int perRow = plan.Count / plan.Rows;
@@ -274,12 +359,15 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         return s;
     }
 
-    ApiResult FromGeneration(GenerationResult r, JsonObject settings)
+    /// <param name="alone">One image answered as itself, not as a grid of one (framed).</param>
+    static ApiResult FromGeneration(StudioModel m, GenerationResult r, JsonObject settings, bool alone = false)
     {
+        var service = m.Service;
         using var scope = TorchSharp.torch.NewDisposeScope();
         var images = Enumerable.Range(0, r.Labels.Length).Select(i =>
             new ApiImage(Data.ImageFiles.EncodePng(r.Images![i]), r.Labels[i], service.Classes.Name(r.Labels[i]))).ToList();
-        return new ApiResult(Data.ImageFiles.EncodePng(r.Grid()), images, settings, r.Elapsed.TotalSeconds);
+        byte[] grid = alone && images.Count == 1 ? images[0].Png : Data.ImageFiles.EncodePng(r.Grid());
+        return new ApiResult(grid, images, settings, r.Elapsed.TotalSeconds);
     }
 
     static ApiResult FromImages(TorchSharp.torch.Tensor images, TorchSharp.torch.Tensor grid, JsonObject settings, Stopwatch sw)
@@ -288,21 +376,25 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
         return new ApiResult(Data.ImageFiles.EncodePng(grid), list, settings, sw.Elapsed.TotalSeconds);
     }
 
-    async Task Handle(HttpContext ctx, Func<ApiFields, Prepared> prepare)
+    async Task Handle(HttpContext ctx, Func<ApiFields, StudioModel, Prepared> prepare)
     {
         var abort = ctx.RequestAborted;
         try
         {
             var fields = await ApiFields.ReadAsync(ctx.Request, abort);
+            // The request is read for the model served now; should a switch come first in the queue, it is refused then.
+            var model = _models.Current;
             Prepared prepared;
-            try { prepared = prepare(fields); }
+            try { prepared = prepare(fields, model); }
             catch (SvgdException e) { throw new ApiException(400, e.Message); }
-            var item = Queue.TryEnqueue(w => prepared.Work(w), abort, prepared.Inputs);
+            var item = Queue.TryEnqueue(w =>
+            {
+                _models.EnsureCurrent(model);
+                return prepared.Work(w);
+            }, abort, prepared.Inputs);
             if (item == null)
             {
-                int wait = Queue.RetryAfterSeconds;
-                ctx.Response.Headers.RetryAfter = wait.ToString();
-                await Json(ctx, 429, Error($"busy: {Queue.Waiting} requests are waiting (the queue holds {Queue.Capacity}); retry after {wait} s"));
+                await Busy(ctx);
                 return;
             }
             string accept = ctx.Request.Headers.Accept.ToString();
@@ -400,6 +492,9 @@ internal sealed class StudioApi(GenerationService service, StudioOptions options
 
     // Messages quote names ('sneker'); the default escaping would send them as \u0027, which is valid but unreadable.
     static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>Frees the models this studio loaded (after its queue has stopped).</summary>
+    public void Dispose() => _models.Dispose();
 
     sealed class Disposables(params IDisposable[] items) : IDisposable
     {

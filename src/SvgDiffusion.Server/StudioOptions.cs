@@ -24,6 +24,11 @@ public sealed record StudioOptions
     public long MaxUploadPixels { get; init; } = 4096L * 4096;
     /// <summary>The model's name on the page and in /api/model.</summary>
     public string ModelName { get; init; } = "model";
+    /// <summary>
+    /// Whether the model served at start is the bundled model <see cref="ModelName"/> itself (not a file or folder
+    /// that happens to have its name): switching back to that name then reuses it instead of loading it again.
+    /// </summary>
+    public bool ModelIsBundled { get; init; }
     /// <summary>Told one line per API request (method, path, status, time); null for silence.</summary>
     public Action<string>? Log { get; init; }
 

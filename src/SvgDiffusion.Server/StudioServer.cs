@@ -70,6 +70,7 @@ public sealed class StudioServer : IAsyncDisposable
         {
             await app.DisposeAsync();
             api.Queue.Dispose();
+            api.Dispose();
             throw new SvgdException($"--host {options.Host} --port {options.Port}: cannot listen ({e.Message.Split('\n')[0].TrimEnd('.')})");
         }
         var address = app.Urls.Select(u => new Uri(u)).OrderBy(u => u.Host.Contains(':') ? 1 : 0).First();
@@ -82,6 +83,8 @@ public sealed class StudioServer : IAsyncDisposable
         _api.Queue.Dispose();
         await _app.StopAsync();
         await _app.DisposeAsync();
+        // Then the models the studio loaded itself (its queue's worker, which used them, has stopped).
+        _api.Dispose();
     }
 }
 

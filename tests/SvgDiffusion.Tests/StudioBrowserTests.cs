@@ -149,10 +149,10 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         var page = await OpenAsync(browser, width, height, problems);
         byte[] png = await SamplePngAsync();
         var file = new FilePayload { Name = "a-rather-long-file-name-of-a-sneaker-from-the-test-set.png", MimeType = "image/png", Buffer = png };
-        foreach (var tab in new[] { "generate", "vary", "mix", "interpolate", "reconstruct" })
+        foreach (var tab in new[] { "generate", "vary", "recolor", "mix", "interpolate", "reconstruct" })
         {
             await page.ClickAsync($"#tabs button[data-tab={tab}]");
-            foreach (var other in new[] { "generate", "vary", "mix", "interpolate", "reconstruct" })
+            foreach (var other in new[] { "generate", "vary", "recolor", "mix", "interpolate", "reconstruct" })
                 Assert.Equal(other == tab, await page.Locator($"#form-{other}").IsVisibleAsync());
             foreach (var input in await page.Locator($"#form-{tab} input[type=file]").AllAsync())
                 await input.SetInputFilesAsync(file);
@@ -191,6 +191,93 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         }
         await page.ScreenshotAsync(new() { Path = Shot($"studio-{width}-reconstructed.png"), FullPage = true });
         log.WriteLine($"screenshots: {Reference.TempDir()}/studio-{width}-*.png");
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public async Task TheRecolourTabRecoloursAnUploadedImageLikeAReference()
+    {
+        var (playwright, browser) = await LaunchAsync();
+        using var _ = playwright;
+        await using var __ = browser;
+        var problems = new List<string>();
+        var page = await OpenAsync(browser, 1280, 900, problems);
+        // One bundled model: nothing to pick, so no picker.
+        Assert.Equal(Sampling.ModelFolder.BundledNames.Count > 1, await page.Locator("#model-picker").IsVisibleAsync());
+        Assert.Equal(Sampling.ModelFolder.BundledNames.ToArray(), await page.Locator("#model-select option").AllTextContentsAsync());
+
+        byte[] source = File.ReadAllBytes(BundledService.ImagePath("sneaker")), like = File.ReadAllBytes(BundledService.ImagePath("bag"));
+        await page.ClickAsync("#tabs button[data-tab=recolor]");
+        Assert.Equal("0.5", await page.InputValueAsync("#form-recolor input[name=strength]"));
+        // Without a reference or a class the page says what is missing, and sends nothing.
+        await page.Locator("#form-recolor .slot[data-field=image] input[type=file]").SetInputFilesAsync(new FilePayload { Name = "sneaker.png", MimeType = "image/png", Buffer = source });
+        await page.ClickAsync("#form-recolor button.go");
+        Assert.Equal("give a reference image (\"colours like\") or pick a class", await page.TextContentAsync("#status"));
+
+        await page.Locator("#form-recolor .slot[data-field=like] input[type=file]").SetInputFilesAsync(new FilePayload { Name = "bag.png", MimeType = "image/png", Buffer = like });
+        await page.FillAsync("#form-recolor input[name=steps]", "3");
+        await page.FillAsync("#form-recolor input[name=seed]", "6");
+        await page.ClickAsync("#form-recolor button.go");
+        await page.Locator("#status.done").WaitForAsync(new() { Timeout = 60_000 });
+        await page.Locator("#result h2", new() { HasTextString = "recolor" }).WaitForAsync();
+        // Source | reference | edit, the edit at the model's size.
+        Assert.Equal(new[] { "source", "colours like", "edit" }, await page.Locator("#result .compare figcaption").AllTextContentsAsync());
+        var edit = page.Locator("#result img.grid");
+        Assert.Equal(32, await edit.EvaluateAsync<int>("img => img.naturalWidth"));
+        Assert.Equal(32, await edit.EvaluateAsync<int>("img => img.naturalHeight"));
+
+        // The page's request is the API's: the image is the library's recolouring at the page's settings.
+        string src = (await edit.GetAttributeAsync("src"))!;
+        Assert.StartsWith("data:image/png;base64,", src);
+        var s = fx.Model.Service;
+        using var ts = Data.ImageFiles.DecodeRgb(source, "source");
+        using var tl = Data.ImageFiles.DecodeRgb(like, "like");
+        var plan = s.Plan(new Sampling.GenerationRequest { N = 1, Steps = 3, Seed = 6 }, new Sampling.GenerationLimits(8, 8), unconditionalByDefault: true, classesField: "class");
+        using (var r = s.Recolor(ts, tl, 0.5, plan))
+            Assert.Equal(Data.ImageFiles.EncodePng(r.Images![0]), Convert.FromBase64String(src["data:image/png;base64,".Length..]));
+        await page.ScreenshotAsync(new() { Path = Shot("studio-recolor.png"), FullPage = true });
+
+        // The edit goes back in as the next source.
+        await edit.ClickAsync();
+        await page.ClickAsync("#result .actions button.send[data-tab=recolor][data-field=image]");
+        Assert.True(await page.Locator("#form-recolor .slot[data-field=image] img").IsVisibleAsync());
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public async Task TheModelPickerSwitchesToABundledModelAndRedrawsThePage()
+    {
+        // A server started from a file (svgd serve --model my-model.safetensors): the picker offers the bundled models.
+        await using var server = await Server.StudioServer.StartAsync(fx.Model.Service, fx.Options with { ModelName = "my-model.safetensors", ModelIsBundled = false });
+        var (playwright, browser) = await LaunchAsync();
+        using var _ = playwright;
+        await using var __ = browser;
+        var problems = new List<string>();
+        var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1280, Height = 900 } });
+        page.Console += (_, m) => { if (m.Type == "error") problems.Add("console: " + m.Text); };
+        page.PageError += (_, e) => problems.Add("page error: " + e);
+        await page.GotoAsync(server.Address.ToString());
+        await page.Locator("#model-info", new() { HasTextString = "my-model.safetensors: 10 classes" }).WaitForAsync();
+        Assert.True(await page.Locator("#model-picker").IsVisibleAsync());
+        Assert.Equal(new[] { "my-model.safetensors" }.Concat(Sampling.ModelFolder.BundledNames).ToArray(), await page.Locator("#model-select option").AllTextContentsAsync());
+        Assert.Equal(new[] { true }.Concat(Sampling.ModelFolder.BundledNames.Select(_ => false)).ToArray(), await page.Locator("#model-select option").EvaluateAllAsync<bool[]>("os => os.map(o => o.disabled)"));
+        Assert.Equal("my-model.safetensors", await page.InputValueAsync("#model-select"));
+
+        await page.SelectOptionAsync("#model-select", "fashion-mnist");
+        await page.Locator("#status", new() { HasTextString = "now serving fashion-mnist" }).WaitForAsync(new() { Timeout = 60_000 });
+        Assert.StartsWith("fashion-mnist: 10 classes", await page.TextContentAsync("#model-info"));
+        using (var doc = System.Text.Json.JsonDocument.Parse(await new HttpClient { BaseAddress = server.Address }.GetStringAsync("/api/models")))
+            Assert.Equal("fashion-mnist", doc.RootElement.GetProperty("current").GetString());
+        // Redrawn, not added to: one chip and one option per class.
+        Assert.Equal(10, await page.Locator("#class-picker input").CountAsync());
+        Assert.Equal(11, await page.Locator("#form-vary select[name=class] option").CountAsync());
+        // The file model cannot be chosen again: with one bundled model there is nothing left to pick.
+        Assert.Equal(Sampling.ModelFolder.BundledNames.Count > 1, await page.Locator("#model-picker").IsVisibleAsync());
+
+        // The page still works on the switched model.
+        await page.ClickAsync("#generate");
+        await page.Locator("#status.done").WaitForAsync(new() { Timeout = 60_000 });
+        Assert.True(await page.Locator("#result img.grid").IsVisibleAsync());
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }
 

@@ -23,7 +23,7 @@ public sealed class StudioFixture : IAsyncLifetime
 
     public StudioOptions Options => new()
     {
-        Host = "127.0.0.1", Port = 0, ModelName = "fashion-mnist", MaxUploadBytes = UploadLimit, Log = Log.Enqueue,
+        Host = "127.0.0.1", Port = 0, ModelName = "fashion-mnist", ModelIsBundled = true, MaxUploadBytes = UploadLimit, Log = Log.Enqueue,
     };
 
     public async Task InitializeAsync()

@@ -37,6 +37,7 @@ public class StudioFuzzTests(StudioFixture fx)
         new("/api/generate", "generate", [("classes", "\"bag\"", Kind.Classes), ("n", "1", Kind.Count), ("seed", "1", Kind.Seed), .. Sampling]),
         new("/api/generate", "generate-labels", [("labels", "[1]", Kind.Classes), ("seed", "1", Kind.Seed), .. Sampling]),
         new("/api/vary", "vary", [("image", $"\"{Image}\"", Kind.Image), ("strength", "0.5", Kind.Strength), ("class", "\"bag\"", Kind.Classes), ("n", "1", Kind.Count), ("seed", "1", Kind.Seed), .. Sampling]),
+        new("/api/recolor", "recolor", [("image", $"\"{Image}\"", Kind.Image), ("like", $"\"{Image}\"", Kind.Image), ("strength", "0.5", Kind.Strength), ("class", "\"bag\"", Kind.Classes), ("n", "1", Kind.Count), ("seed", "1", Kind.Seed), .. Sampling]),
         new("/api/interpolate", "interpolate-seeds", [("seeds", "[1, 2]", Kind.Seeds), ("class", "\"bag\"", Kind.Classes), ("frames", "2", Kind.Count), .. Sampling]),
         new("/api/interpolate", "interpolate-images", [("a", $"\"{Image}\"", Kind.Image), ("b", $"\"{Image}\"", Kind.Image), ("frames", "2", Kind.Count), ("precision", "\"fp32\"", Kind.Precision)]),
         new("/api/mix", "mix", [("semantic", $"\"{Image}\"", Kind.Image), ("detail", $"\"{Image}\"", Kind.Image), ("precision", "\"fp32\"", Kind.Precision)]),
@@ -169,7 +170,7 @@ public class StudioFuzzTests(StudioFixture fx)
                 Encoding.Latin1.GetBytes($"{size}\r\n{{\"steps\": -1}}\r\n0\r\n\r\n")), 400));
 
         // Every method an API path does not take; HEAD where it takes GET is GET without the body.
-        var paths = new[] { ("/api/model", "GET, HEAD"), ("/api/status", "GET, HEAD"), ("/api/generate", "POST"), ("/api/vary", "POST"), ("/api/interpolate", "POST"), ("/api/mix", "POST"), ("/api/reconstruct", "POST") };
+        var paths = new[] { ("/api/model", "GET, HEAD, POST"), ("/api/models", "GET, HEAD"), ("/api/status", "GET, HEAD"), ("/api/generate", "POST"), ("/api/vary", "POST"), ("/api/recolor", "POST"), ("/api/interpolate", "POST"), ("/api/mix", "POST"), ("/api/reconstruct", "POST") };
         foreach (var (path, allow) in paths)
             foreach (var method in new[] { "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECTX", "PROPFIND" })
             {

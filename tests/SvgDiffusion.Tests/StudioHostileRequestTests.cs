@@ -67,6 +67,10 @@ public class StudioHostileRequestTests(StudioFixture fx)
         new("strength-subnormal", Json("/api/vary", Utf8("""{"strength": 1e-320}""")), 400, "strength must be a finite number in [0.001, 1], got 1E-320"),
         new("strength-overflow", Json("/api/vary", Utf8("""{"strength": 1e400}""")), 400, "strength must be a finite number in [0.001, 1], got Infinity"),
         new("strength-form-nan", Post("/api/vary", "application/x-www-form-urlencoded", Utf8("strength=nan")), 400, "strength must be a finite number in [0.001, 1], got NaN"),
+        new("recolor-strength-overflow", Json("/api/recolor", Utf8("""{"class": "bag", "strength": 1e400}""")), 400, "strength must be a finite number in [0.001, 1], got Infinity"),
+        new("recolor-neither-like-nor-class", Post("/api/recolor", "application/x-www-form-urlencoded", Utf8("strength=0.5")), 400, "like, class: give like"),
+        new("model-switch-to-a-path", Json("/api/model", Utf8("""{"name": "../../etc"}""")), 400, "name: no bundled model '../../etc' (bundled: fashion-mnist"),
+        new("model-switch-not-a-string", Json("/api/model", Utf8("""{"name": 7}""")), 400, "name must be a string, got 7"),
 
         // Text the error quotes, with line breaks in it: the error stays one line.
         new("newline-in-value", Json("/api/generate", Utf8("""{"sampler": "euler\r\nX-Injected: 1"}""")), 400, "sampler must be euler or heun, not 'euler\\r\\nX-Injected: 1'"),
@@ -104,9 +108,11 @@ public class StudioHostileRequestTests(StudioFixture fx)
         new("control-char-in-path", RawHttp.Request("GET", "/api/mo\u0001del", [], []), 404, "no endpoint GET /api/mo%01del"),
 
         // Methods a route does not take: 405 and what it does take.
-        new("options-model", Method("OPTIONS", "/api/model"), 405, "OPTIONS is not allowed on /api/model", "GET, HEAD"),
+        new("options-model", Method("OPTIONS", "/api/model"), 405, "OPTIONS is not allowed on /api/model (it takes GET or HEAD or POST)", "GET, HEAD, POST"),
+        new("post-models", Method("POST", "/api/models"), 405, "POST is not allowed on /api/models", "GET, HEAD"),
+        new("get-recolor", Method("GET", "/api/recolor"), 405, "GET is not allowed on /api/recolor", "POST"),
         new("put-status", Method("PUT", "/api/status"), 405, "PUT is not allowed on /api/status", "GET, HEAD"),
-        new("delete-model", Method("DELETE", "/api/model"), 405, "DELETE is not allowed on /api/model", "GET, HEAD"),
+        new("delete-model", Method("DELETE", "/api/model"), 405, "DELETE is not allowed on /api/model", "GET, HEAD, POST"),
         new("get-generate", Method("GET", "/api/generate"), 405, "GET is not allowed on /api/generate", "POST"),
         new("head-generate", Method("HEAD", "/api/generate"), 405, "", "POST"),
         new("options-vary", Method("OPTIONS", "/api/vary"), 405, "OPTIONS is not allowed on /api/vary", "POST"),
@@ -162,7 +168,7 @@ public class StudioHostileRequestTests(StudioFixture fx)
     [Fact]
     public async Task HeadIsGetWithoutTheBody()
     {
-        foreach (var path in new[] { "/api/model", "/api/status" })
+        foreach (var path in new[] { "/api/model", "/api/models", "/api/status" })
         {
             var get = await RawHttp.SendAsync(fx.Server.Address, Method("GET", path));
             var head = await RawHttp.SendAsync(fx.Server.Address, Method("HEAD", path));

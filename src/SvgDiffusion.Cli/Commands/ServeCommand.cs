@@ -18,7 +18,7 @@ internal static class ServeCommand
         var maxFrames = new Option<int>("--max-frames") { Description = "Most frames of one interpolation.", DefaultValueFactory = _ => defaults.MaxFrames };
         var maxUpload = new Option<int>("--max-upload-mb") { Description = "Largest request body in MiB, uploads included (held in memory, never written to disk).", DefaultValueFactory = _ => (int)(defaults.MaxUploadBytes >> 20) };
         var precision = PrecisionOption.Create();
-        var cmd = new Command("serve", "The studio: a web page and a JSON/PNG HTTP API (POST /api/generate, /api/vary, /api/interpolate, /api/mix, /api/reconstruct; GET /api/model) over one model in memory. Ctrl+C stops it.")
+        var cmd = new Command("serve", "The studio: a web page and a JSON/PNG HTTP API (POST /api/generate, /api/vary, /api/recolor, /api/interpolate, /api/mix, /api/reconstruct; GET /api/model, /api/models) over one model in memory; the page (POST /api/model) switches between the bundled models. Ctrl+C stops it.")
         { host, port, queue, maxN, maxSteps, maxFrames, maxUpload, precision };
         foreach (var o in models.Options(sampling: false)) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
@@ -35,6 +35,7 @@ internal static class ServeCommand
             var server = StudioServer.StartAsync(loaded.Service, options with
             {
                 ModelName = loaded.Name,
+                ModelIsBundled = IsBundled(models, p),
                 Log = line => { lock (gate) cli.Console.WriteLine(line); },
             }, stop.Token).GetAwaiter().GetResult();
             try
@@ -52,5 +53,13 @@ internal static class ServeCommand
             return stop.ExitCode;
         }));
         return cmd;
+    }
+
+    /// <summary>Whether the served model is a bundled model whole: its folder under models/, with its own autoencoder and statistics.</summary>
+    static bool IsBundled(GenerationModelOptions models, ParseResult p)
+    {
+        if (p.GetValue(models.Autoencoder.Autoencoder) != null || p.GetValue(models.DiT.Stats) != null || p.GetValue(models.DiT.NoStats) || models.Folder(p) is not { } folder) return false;
+        string bundled = Path.GetFullPath(Path.Combine(SvgDiffusion.Sampling.ModelFolder.BundledRoot, folder.Name));
+        return string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder.Directory)), bundled, StringComparison.Ordinal);
     }
 }

@@ -33,12 +33,19 @@ function b64ToBlob(b64) {
 async function loadModel() {
   const res = await fetch('/api/model');
   if (!res.ok) throw new Error('GET /api/model: ' + res.status);
-  const m = await res.json();
+  applyModel(await res.json());
+  await loadModelList();
+  setStatus('ready');
+}
+
+/** The page for model m (GET /api/model): its description, classes, defaults and limits. */
+function applyModel(m) {
   state.model = m;
   $('#model-info').textContent =
     `${m.name}: ${m.classes.length} classes, ${m.image_size}×${m.image_size} images, latent ${m.latent.grid}×${m.latent.grid}×${m.latent.channels} ` +
     `(${m.latent.semantic} ${m.latent.frozen_encoder} + ${m.latent.residual} residual channels), DiT ${m.dit.depth}×${m.dit.hidden_size}, ${m.precision}`;
   const picker = $('#class-picker');
+  picker.replaceChildren();
   m.classes.forEach((name, i) => {
     const label = document.createElement('label');
     label.className = 'chip';
@@ -50,6 +57,7 @@ async function loadModel() {
     picker.append(label);
   });
   for (const sel of $$('.class-select')) {
+    while (sel.options.length > 1) sel.remove(1);
     m.classes.forEach((name) => sel.add(new Option(name, name)));
   }
   // The page's defaults and limits are the server's (GET /api/model), so the page and the CLI agree.
@@ -68,8 +76,52 @@ async function loadModel() {
   strength.value = d.strength;
   strength.nextElementSibling.value = strength.value;
   $('#form-vary [name=n]').value = Math.min(4, m.limits.n);
+  const recolor = $('#form-recolor input[name=strength]');
+  recolor.value = d.recolor_strength;
+  recolor.nextElementSibling.value = recolor.value;
   updateCount();
-  setStatus('ready');
+}
+
+/** The model picker (GET /api/models): shown when there is another bundled model to switch to. */
+async function loadModelList() {
+  const res = await fetch('/api/models');
+  if (!res.ok) throw new Error('GET /api/models: ' + res.status);
+  const list = await res.json();
+  const names = list.bundled.includes(list.current) ? list.bundled : [list.current, ...list.bundled];
+  const sel = $('#model-select');
+  sel.replaceChildren(...names.map((n) => {
+    const o = new Option(n, n);
+    // A model started from a file or folder is listed so the picker shows it, but cannot be chosen again.
+    o.disabled = !list.bundled.includes(n);
+    return o;
+  }));
+  sel.value = list.current;
+  $('#model-picker').hidden = names.length < 2;
+}
+
+/** Asks the server to serve another bundled model (queued behind running work), then redraws the page for it. */
+async function switchModel(name) {
+  const sel = $('#model-select');
+  sel.disabled = true;
+  $$('.go').forEach((b) => { b.disabled = true; });
+  setStatus(`loading the model ${name}…`);
+  try {
+    const res = await fetch('/api/model', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name }) });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      setStatus(body.error || `${res.status} ${res.statusText}`, 'error');
+      sel.value = state.model ? state.model.name : sel.value;
+      return;
+    }
+    applyModel(body);
+    await loadModelList();
+    setStatus(`now serving ${body.name}`, 'done');
+  } catch (e) {
+    setStatus(String(e), 'error');
+  } finally {
+    sel.disabled = false;
+    if (!state.running) $$('.go').forEach((b) => { b.disabled = false; });
+  }
 }
 
 // The generate form's count: n in total with no class picked, n per class otherwise; never over the server's limit.
@@ -199,7 +251,7 @@ function sized(img) {
   if (img.complete && img.naturalWidth) set(); else img.addEventListener('load', set, { once: true });
 }
 
-const single = { mix: 'mix', reconstruct: 'reconstruction' };
+const single = { mix: 'mix', reconstruct: 'reconstruction', recolor: 'edit' };
 
 function show(result, label, id = 0, inputs = []) {
   const fresh = id === 0;
@@ -301,7 +353,7 @@ function show(result, label, id = 0, inputs = []) {
 /** "send to …" for the picked image (any result's image, once clicked), and enlarge. */
 function fillActions(actions, gridUrl) {
   const targets = [
-    ['Vary', 'vary', 'image'], ['Mix: semantic', 'mix', 'semantic'], ['Mix: detail', 'mix', 'detail'],
+    ['Vary', 'vary', 'image'], ['Recolour: source', 'recolor', 'image'], ['Recolour: colours like', 'recolor', 'like'], ['Mix: semantic', 'mix', 'semantic'], ['Mix: detail', 'mix', 'detail'],
     ['Interpolate: from', 'interpolate', 'a'], ['Interpolate: to', 'interpolate', 'b'], ['Reconstruct', 'reconstruct', 'image'],
   ];
   const label = document.createElement('span');
@@ -424,6 +476,13 @@ function makeSlots() {
       img.hidden = false;
     };
     slot.setImage = setBlob;
+    slot.clear = () => {
+      slot.blob = null;
+      slot.url = null;
+      img.hidden = true;
+      img.removeAttribute('src');
+      input.value = '';
+    };
     input.addEventListener('change', () => {
       const f = input.files[0];
       if (f) setBlob(f, URL.createObjectURL(f));
@@ -469,7 +528,7 @@ async function onPaste(ev) {
   const panel = $$('.panel').find((p) => !p.hidden);
   const slots = $$('.slot', panel).filter((x) => x.offsetParent !== null);
   const slot = (state.hoverSlot && slots.includes(state.hoverSlot) && state.hoverSlot) || slots.find((x) => !x.blob) || slots[0];
-  if (!slot) { setStatus('pasting an image needs a tab with an image slot (Vary, Mix, Interpolate, Reconstruct)', 'error'); return; }
+  if (!slot) { setStatus('pasting an image needs a tab with an image slot (Vary, Recolour, Mix, Interpolate, Reconstruct)', 'error'); return; }
   ev.preventDefault();
   slot.setImage(blob, URL.createObjectURL(blob));
   setStatus(`pasted an image into "${slot.dataset.title || 'image'}"`);
@@ -511,6 +570,17 @@ const builders = {
     for (const k of ['strength', 'n', 'steps', 'cfg', 'seed']) fd.append(k, str(form, k));
     if (str(form, 'class')) fd.append('class', str(form, 'class'));
     return [fd, 'vary'];
+  },
+  recolor(form) {
+    const fd = new FormData();
+    fd.append('image', slotFile(form, 'image'), 'image.png');
+    const like = $('.slot[data-field="like"]', form).blob;
+    if (like) fd.append('like', like, 'like.png');
+    if (!like && !str(form, 'class')) throw new Error('give a reference image ("colours like") or pick a class');
+    for (const k of ['strength', 'n', 'steps', 'cfg', 'seed']) fd.append(k, str(form, k));
+    if (str(form, 'class')) fd.append('class', str(form, 'class'));
+    const inputs = like ? [['image', 'source'], ['like', 'colours like']] : [['image', 'source']];
+    return [fd, 'recolor', slotInputs(form, inputs)];
   },
   mix(form) {
     const fd = new FormData();
@@ -562,6 +632,11 @@ function cliCommand(kind, form) {
     out.push('vary', fileName('image'));
     for (const k of ['strength', 'class', 'n', 'steps', 'cfg', 'seed']) opt(k, str(form, k));
     opt('out', 'vary.png');
+  } else if (kind === 'recolor') {
+    out.push('recolor', fileName('image'));
+    if ($('.slot[data-field="like"]', form).blob) opt('like', fileName('like'));
+    for (const k of ['class', 'strength', 'n', 'steps', 'cfg', 'seed']) opt(k, str(form, k));
+    opt('out', 'recolor.png');
   } else if (kind === 'mix') {
     out.push('mix');
     opt('semantic', fileName('semantic'));
@@ -590,7 +665,7 @@ function curlCommand(kind, form) {
   try { [body] = builders[kind](form); } catch (e) { body = null; }
   const out = ['curl', '-s', sh(url)];
   if (body instanceof FormData || body === null) {
-    const fields = { vary: ['image'], mix: ['semantic', 'detail'], interpolate: ['a', 'b'], reconstruct: ['image'] }[kind] || [];
+    const fields = { vary: ['image'], recolor: body && body.has('like') ? ['image', 'like'] : ['image'], mix: ['semantic', 'detail'], interpolate: ['a', 'b'], reconstruct: ['image'] }[kind] || [];
     for (const f of fields) out.push('-F', sh(`${f}=@${fileName(f)}`));
     if (body) for (const [k, v] of body.entries()) if (typeof v === 'string') out.push('-F', sh(`${k}=${v}`));
   } else out.push('-H', sh('Content-Type: application/json'), '-d', sh(JSON.stringify(body)));
@@ -647,8 +722,11 @@ function wire() {
   $('#gallery-max').textContent = GALLERY_MAX;
   $('#gallery-clear').addEventListener('click', () => { $('#gallery').replaceChildren(); saveGallery(); });
   document.addEventListener('paste', onPaste);
-  const range = $('#form-vary input[name=strength]');
-  range.addEventListener('input', () => { range.nextElementSibling.value = range.value; });
+  for (const range of $$('input[name=strength]')) {
+    range.addEventListener('input', () => { range.nextElementSibling.value = range.value; });
+  }
+  $('#recolor-clear-like').addEventListener('click', () => $('#form-recolor .slot[data-field="like"]').clear());
+  $('#model-select').addEventListener('change', (ev) => switchModel(ev.target.value));
   for (const radio of $$('#form-interpolate input[name=mode]')) {
     radio.addEventListener('change', () => {
       setInterpolateMode(radio.value === 'seeds' && radio.checked);

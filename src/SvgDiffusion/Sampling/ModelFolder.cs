@@ -60,6 +60,33 @@ public sealed record ModelFolder(string Name, string Directory)
         return this;
     }
 
+    /// <summary>
+    /// Loads the folder's DiT, autoencoder (SVG or VAE) and statistics, in evaluation mode, into a service in
+    /// <paramref name="precision"/>, with the folder's class names and training background, as the CLI loads a
+    /// bundled model. The caller owns the networks (dispose the service's Model, Autoencoder and Statistics).
+    /// </summary>
+    public GenerationService Load(TorchSharp.torch.ScalarType precision)
+    {
+        EnsurePresent();
+        Models.Diffusion.DiT? dit = null;
+        Models.Autoencoder.ILatentAutoencoder? ae = null;
+        Models.Autoencoder.LatentStatistics? stats = null;
+        try
+        {
+            dit = Models.Diffusion.DiTCheckpoint.Load(DiTPath);
+            dit.eval();
+            ae = Models.Autoencoder.AutoencoderFile.Load(AutoencoderPath);
+            ae.Module.eval();
+            stats = Models.Autoencoder.LatentStatistics.Load(StatisticsPath);
+            return new GenerationService(dit, ae, stats, BundledModel.ClassNames(DiTPath), precision) { Background = Background };
+        }
+        catch
+        {
+            dit?.Dispose(); ae?.Dispose(); stats?.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>The background the model was trained on (<see cref="GenerationService.BackgroundMetadataKey"/> in its DiT), or null.</summary>
     public (byte R, byte G, byte B)? Background => ReadBackground(DiTPath);
 
