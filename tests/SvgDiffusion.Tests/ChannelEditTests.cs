@@ -153,6 +153,10 @@ public class ColourProbeTests
         var noise = torch.randn(new long[] { 400, 2 }, generator: g);
         double none = SvgDiffusion.Evaluation.Probes.ColourProbe.RidgeR2(x.narrow(0, 0, 300), noise.narrow(0, 0, 300), x.narrow(0, 300, 100), noise.narrow(0, 300, 100));
         Assert.InRange(none, -0.3, 0.1);
+        // Half the variance explained, small values (a sum that went through an 8-bit type would read 0 here).
+        var half = 0.01 * (x.matmul(w) / Math.Sqrt(10) + torch.randn(new long[] { 400, 2 }, generator: g) * w.pow(2).sum(new long[] { 0 }).sqrt() / Math.Sqrt(10));
+        double mid = SvgDiffusion.Evaluation.Probes.ColourProbe.RidgeR2(x.narrow(0, 0, 300), half.narrow(0, 0, 300), x.narrow(0, 300, 100), half.narrow(0, 300, 100));
+        Assert.InRange(mid, 0.3, 0.7);
     }
 
     [Fact]

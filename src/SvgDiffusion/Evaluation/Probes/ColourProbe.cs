@@ -73,15 +73,16 @@ public static class ColourProbe
         var xt = xTrain.to(ScalarType.Float64); var xs = xTest.to(ScalarType.Float64);
         var yt = yTrain.to(ScalarType.Float64); var ys = yTest.to(ScalarType.Float64);
         var mu = xt.mean(new long[] { 0 }, keepdim: true);
-        var sd = xt.std(0, keepdim: true).clamp_min(1e-8);
+        // Explicit dimension arrays: a bare 0 converts to the ScalarType of sum's other overload.
+        var sd = (xt - mu).pow(2).mean(new long[] { 0 }, keepdim: true).sqrt().clamp_min(1e-8);
         xt = (xt - mu) / sd; xs = (xs - mu) / sd;
         var ymu = yt.mean(new long[] { 0 }, keepdim: true);
         long d = xt.shape[1];
         var a = xt.T.matmul(xt) + torch.eye(d, dtype: ScalarType.Float64) * (lambda * xt.shape[0]);
         var w = torch.linalg.solve(a, xt.T.matmul(yt - ymu));
         var pred = xs.matmul(w) + ymu;
-        var ssRes = (ys - pred).pow(2).sum(0);
-        var ssTot = (ys - ys.mean(new long[] { 0 }, keepdim: true)).pow(2).sum(0).clamp_min(1e-12);
+        var ssRes = (ys - pred).pow(2).sum(new long[] { 0 });
+        var ssTot = (ys - ys.mean(new long[] { 0 }, keepdim: true)).pow(2).sum(new long[] { 0 }).clamp_min(1e-12);
         return 1 - (ssRes / ssTot).mean().to(ScalarType.Float64).item<double>();
     }
 
