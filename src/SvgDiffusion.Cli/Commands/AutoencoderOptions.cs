@@ -33,9 +33,13 @@ internal sealed class AutoencoderOptions
     }
 
     /// <summary>An SVG autoencoder: for commands that work on its parts (alignment, frozen features).</summary>
+    /// <summary>--autoencoder as a file: a model folder or bundled model's name becomes its autoencoder file.</summary>
+    public string? ResolvedPath(ParseResult p) =>
+        p.GetValue(Autoencoder) is string v ? Sampling.ModelFolder.Resolve(v, "--autoencoder")?.AutoencoderPath ?? v : null;
+
     public SvgAutoencoder Load(ParseResult p, string? path = null)
     {
-        string file = path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required");
+        string file = path ?? ResolvedPath(p) ?? throw new SvgdException("--autoencoder is required");
         if (AutoencoderFile.IsVae(file)) throw new SvgdException($"{file}: is a VAE; this command needs an SVG autoencoder");
         var model = SvgAutoencoderCheckpoint.Load(file, ResolveConfig(p), p.GetValue(Encoder));
         model.eval();
@@ -46,7 +50,7 @@ internal sealed class AutoencoderOptions
     /// <param name="decodeOnly">Leave out the frozen encoder (commands that only decode).</param>
     public ILatentAutoencoder LoadAny(ParseResult p, string? path = null, bool decodeOnly = false)
     {
-        string file = path ?? p.GetValue(Autoencoder) ?? throw new SvgdException("--autoencoder is required");
+        string file = path ?? ResolvedPath(p) ?? throw new SvgdException("--autoencoder is required");
         var model = AutoencoderFile.Load(file, ResolveConfig(p), p.GetValue(Encoder), decodeOnly);
         model.Module.eval();
         return model;

@@ -49,9 +49,9 @@ internal sealed class DiTOptions
         Precision = precision,
     };
 
-    /// <summary>--model, or <paramref name="fallback"/> where the command has a default model.</summary>
+    /// <summary>--model (a model folder or bundled model's name stands for its DiT file), or <paramref name="fallback"/> where the command has a default model.</summary>
     public string ModelPath(ParseResult p, string? fallback = null) =>
-        p.GetValue(Model) ?? fallback ?? throw new SvgdException("--model is required");
+        (p.GetValue(Model) is string v ? ModelFolder.Resolve(v)?.DiTPath ?? v : null) ?? fallback ?? throw new SvgdException("--model is required");
 
     public DiT LoadModel(ParseResult p, string? path = null)
     {
@@ -70,6 +70,7 @@ internal sealed class DiTOptions
     {
         if (p.GetValue(NoStats)) return null;
         modelPath ??= ModelPath(p);
+        defaultStats ??= p.GetValue(Model) is string v ? ModelFolder.Resolve(v)?.StatisticsPath : null;
         string path = p.GetValue(Stats) ?? defaultStats ?? modelPath;
         LatentStatistics stats;
         try { stats = LatentStatistics.Load(path); }
