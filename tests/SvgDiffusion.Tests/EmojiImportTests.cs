@@ -146,6 +146,26 @@ public class EmojiImportTests
     }
 
     [Fact]
+    public void SegmentationLayoutHoldsForegroundLabelsFromTheAlpha()
+    {
+        string dir = Reference.TempDir(), o = Path.Combine(dir, "emoji");
+        var (code, err) = Import("--package", Tarball(dir, "google"), Tarball(dir, "twitter"), "--test-vendor", "twitter", "--segmentation", "--out", o);
+        Assert.True(code == 0, err);
+        var train = new SvgDiffusion.Evaluation.Probes.SegmentationFolder(Path.Combine(o, "segmentation", "train"));
+        var test = new SvgDiffusion.Evaluation.Probes.SegmentationFolder(Path.Combine(o, "segmentation", "test"));
+        Assert.Equal(7, train.Count);
+        Assert.Equal(7, test.Count);
+        int heart = train.Images.Select(Path.GetFileName).ToList().IndexOf("google-1f49c.png");
+        using var label = train.Label(heart);
+        using var alpha = SvgDiffusion.Data.ImageFiles.LoadRgba(Path.Combine(o, "masks", "google-1f49c.png"));
+        Assert.Equal(new[] { 0L, 1L }, label.unique().output.data<long>().ToArray());
+        Assert.Equal((alpha[0] >= 128).sum().item<long>(), label.sum().item<long>());
+        string plain = Path.Combine(dir, "plain");
+        Assert.Equal(0, Import("--package", Tarball(dir, "google"), "--out", plain).Code);
+        Assert.False(Directory.Exists(Path.Combine(plain, "segmentation")), "only with --segmentation");
+    }
+
+    [Fact]
     public void SubcategoriesBackgroundsAndComponentsAreOptions()
     {
         string dir = Reference.TempDir(), o = Path.Combine(dir, "emoji");

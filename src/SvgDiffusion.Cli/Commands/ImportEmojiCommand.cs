@@ -14,14 +14,16 @@ internal static class ImportEmojiCommand
         var background = new Option<string>("--background") { Description = "Colour under transparent pixels: white, black, #rrggbb or r,g,b.", DefaultValueFactory = _ => "white" };
         var testVendor = new Option<string?>("--test-vendor") { Description = "Put this vendor's images in test/ (the rest in train/): a held-out artist for evaluation, e.g. twitter." };
         var components = new Option<bool>("--include-components") { Description = "Also import emoji.json's 'Component' category (skin-tone swatches, hair styles)." };
+        var segmentation = new Option<bool>("--segmentation") { Description = "Also write segmentation/<split>/images and labels (foreground 1 where alpha >= 128, background 0): the layout 'svgd probe segment' reads." };
         var cmd = new Command("import-emoji", "Turn emoji-datasource npm tarballs (64x64 RGBA Noto / Twemoji images) into class folders, alpha masks and captions, with their licences.")
-        { packages, output, by, background, testVendor, components };
+        { packages, output, by, background, testVendor, components, segmentation };
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var options = new EmojiImportOptions
             {
                 By = p.GetValue(by)!.Trim().ToLowerInvariant(),
                 Background = EmojiImportOptions.ParseColour(p.GetValue(background)!),
+                Segmentation = p.GetValue(segmentation),
                 TestVendor = p.GetValue(testVendor)?.Trim().ToLowerInvariant(),
                 IncludeComponents = p.GetValue(components),
             }.Validate();

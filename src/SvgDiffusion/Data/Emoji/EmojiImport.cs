@@ -18,6 +18,8 @@ public sealed record EmojiImportOptions
     public string? TestVendor { get; init; }
     /// <summary>emoji.json's "Component" category (skin-tone swatches, hair styles) is not an emoji to draw: left out unless asked.</summary>
     public bool IncludeComponents { get; init; }
+    /// <summary>Also write <c>segmentation/&lt;split&gt;/images</c> and <c>labels</c> (foreground 1 where alpha &gt;= 128, else 0), the layout <c>svgd probe segment</c> reads.</summary>
+    public bool Segmentation { get; init; }
 
     public EmojiImportOptions Validate()
     {
@@ -111,6 +113,14 @@ public static class EmojiImport
                         Directory.CreateDirectory(Path.Combine(staging, split, cls));
                         File.WriteAllBytes(Path.Combine(staging, rel), ImageFiles.EncodePng(ImageFiles.Composite(rgba, options.Background)));
                         File.WriteAllBytes(Path.Combine(staging, maskRel), ImageFiles.EncodePng(rgba.narrow(0, 3, 1).contiguous()));
+                        if (options.Segmentation)
+                        {
+                            string seg = Path.Combine(staging, "segmentation", split);
+                            Directory.CreateDirectory(Path.Combine(seg, "images"));
+                            Directory.CreateDirectory(Path.Combine(seg, "labels"));
+                            File.Copy(Path.Combine(staging, rel), Path.Combine(seg, "images", file));
+                            File.WriteAllBytes(Path.Combine(seg, "labels", file), ImageFiles.EncodePng((rgba.narrow(0, 3, 1) >= 128).to(ScalarType.Byte).contiguous()));
+                        }
                     }
                     classes.Add(cls);
                     var rec = new JsonObject
