@@ -174,7 +174,7 @@ public class SvgPipelineTests(BundledPipeline fx, BundledService service, ITestO
 
     /// <summary>
     /// Builds and runs examples/GenerateAndRecolor as a user would (<c>dotnet run</c>), with 2 solver steps.
-    /// The build dominates: 14 s in all when the library is already built in Release, 41 s after deleting the
+    /// The build dominates: 14-26 s in all when the library is already built in Release, 41 s after deleting the
     /// library's and the example's Release outputs (2 busy cores); filter it out with <c>--filter "Category!=Example"</c>.
     /// </summary>
     [Fact, Trait("Category", "Example")]
