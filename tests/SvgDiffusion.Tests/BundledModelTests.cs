@@ -16,13 +16,16 @@ public class BundledModelTests
 {
     static string ModelDir => Path.Combine(Reference.RepoRoot, "models", BundledModel.Name);
 
-    [Fact]
-    public void SeededFiveStepSampleMatchesTheStoredLatent()
+    [Theory]
+    [InlineData("fashion-mnist")]
+    [InlineData("emoji")]
+    public void SeededFiveStepSampleMatchesTheStoredLatent(string name)
     {
-        string expectedPath = Path.Combine(ModelDir, "expected-sample.safetensors");
+        string dir = Path.Combine(Reference.RepoRoot, "models", name);
+        string expectedPath = Path.Combine(dir, "expected-sample.safetensors");
         Assert.True(File.Exists(expectedPath), $"missing {expectedPath}");
         var expected = SafeTensors.Load(expectedPath);
-        using var dit = DiTCheckpoint.Load(Path.Combine(ModelDir, "dit.safetensors"));
+        using var dit = DiTCheckpoint.Load(Path.Combine(dir, "dit.safetensors"));
         dit.eval();
         var labels = expected["labels"].data<long>().Select(l => (int)l).ToList();
         var generator = new SvgGenerator(dit, Sampler.Create("euler", 5), GuidanceSchedule.Parse(1.5, "constant"));
@@ -64,5 +67,30 @@ public class BundledModelTests
         var e = Assert.Throws<SvgdException>(() => decodeOnly.EncodeImages(images));
         Assert.Contains("decode only", e.Message);
         Assert.Contains("decode only", Assert.Throws<SvgdException>(() => SvgAutoencoderCheckpoint.Save(decodeOnly, Path.Combine(Reference.TempDir(), "ae.safetensors"))).Message);
+    }
+
+    /// <summary>
+    /// The emoji model's promise, on the issue's own example: Noto's BLACK CAT recoloured like Twemoji's CAT (another
+    /// artist, another pose) keeps its shape (foreground IoU >= 0.8) and takes the reference's colour (its mean
+    /// foreground colour nearer the reference's than the source's is).
+    /// </summary>
+    [Fact]
+    public void TheEmojiModelTurnsTheBlackCatOrangeAndKeepsTheCat()
+    {
+        using var pipe = SvgDiffusion.Pipelines.SvgPipeline.FromPretrained("emoji", "fp32");
+        string cats = Path.Combine(Reference.RepoRoot, "tests", "data", "emoji");
+        string source = Path.Combine(cats, "google", "1f408-200d-2b1b.png"), like = Path.Combine(cats, "twitter", "1f408.png");
+        using var edit = pipe.Recolor(source, like);
+        var bg = (1.0, 1.0, 1.0);
+        var editor = pipe.Service.Editor!;
+        using var inputs = editor.Prepare(new[] { SvgDiffusion.Data.ImageFiles.ToRgb(SvgDiffusion.Data.ImageFiles.LoadRgba(source), (255, 255, 255)),
+                                                  SvgDiffusion.Data.ImageFiles.ToRgb(SvgDiffusion.Data.ImageFiles.LoadRgba(like), (255, 255, 255)) });
+        var src01 = (inputs[0] + 1) / 2; var ref01 = (inputs[1] + 1) / 2; var out01 = (edit.Images[0] + 1) / 2;
+        double iou = SvgDiffusion.Evaluation.ShapeAndColour.ForegroundIoU(src01, out01, bg);
+        var mEdit = SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(out01, bg);
+        double toRef = SvgDiffusion.Evaluation.ShapeAndColour.ColourDistance(mEdit, SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(ref01, bg));
+        double toSrc = SvgDiffusion.Evaluation.ShapeAndColour.ColourDistance(mEdit, SvgDiffusion.Evaluation.ShapeAndColour.MeanColour(src01, bg));
+        Assert.True(iou >= 0.8, $"foreground IoU {iou:F3}");
+        Assert.True(toRef < toSrc, $"mean colour {string.Join(",", mEdit.Select(v => v.ToString("F2")))}: {toRef:F3} from the reference's, {toSrc:F3} from the source's");
     }
 }
