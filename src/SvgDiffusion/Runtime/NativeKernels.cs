@@ -56,9 +56,12 @@ static unsafe class NativeKernels
             MissingReason = $"{FileName} was not built (no C compiler with -mavx512bf16 at build time)";
             return;
         }
-        if (!NativeLibrary.TryLoad(path, out IntPtr lib))
+        IntPtr lib;
+        try { lib = NativeLibrary.Load(path); }
+        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException)  // .NET's message says nothing more
         {
             MissingReason = $"{path}: cannot be loaded";
+            WarnIfUsable(MissingReason);
             return;
         }
         IntPtr Symbol(string name) => NativeLibrary.TryGetExport(lib, name, out IntPtr p) ? p : IntPtr.Zero;
@@ -68,6 +71,7 @@ static unsafe class NativeKernels
         if (new[] { elements, pack, part, attention, flops, loop, block, blockBytes }.Contains(IntPtr.Zero))
         {
             MissingReason = $"{path}: lacks entry points (stale build?)";
+            WarnIfUsable(MissingReason);
             return;
         }
         LoadedPath = path;
@@ -79,5 +83,12 @@ static unsafe class NativeKernels
         Bf16DiTBlockJobBytes = (delegate* unmanaged<long>)blockBytes;
         Bf16DotFlopsPerIteration = (delegate* unmanaged<long>)flops;
         Bf16DotLoop = (delegate* unmanaged<long, float>)loop;
+    }
+
+    /// <summary>A library that is there but does not load is a fault worth one line, where the CPU could have used it;
+    /// on other CPUs (and where it was never built) the fallback is silent and <c>svgd doctor</c> says why.</summary>
+    static void WarnIfUsable(string why)
+    {
+        if (CpuInfo.Current.Has("avx512_bf16")) KernelGuard.Warn($"native kernels: {why}; bf16 linears stay on libtorch");
     }
 }
