@@ -12,6 +12,8 @@ public class SvgdPatchLibTorchSharp : Task
     const string Version = "GLIBCXX_3.4.32";
 
     [Required] public string OutputDirectory { get; set; } = "";
+    /// <summary>Patch whatever this machine's libstdc++ is (the packages run on machines we do not know).</summary>
+    public bool Force { get; set; }
     [Output] public bool NeedsShim { get; set; }
 
     public override bool Execute()
@@ -20,7 +22,7 @@ public class SvgdPatchLibTorchSharp : Task
         var libs = Directory.GetFiles(OutputDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories);
         if (libs.Length == 0) return true;
         string? stdcxx = FindSystemLibStdCxx();
-        if (stdcxx != null && Contains(File.ReadAllBytes(stdcxx), Encoding.ASCII.GetBytes(Version + "\0")))
+        if (!Force && stdcxx != null && Contains(File.ReadAllBytes(stdcxx), Encoding.ASCII.GetBytes(Version + "\0")))
         {
             Log.LogMessage(MessageImportance.Low, $"svgd: {stdcxx} provides {Version}; libLibTorchSharp.so left as shipped.");
             return true;

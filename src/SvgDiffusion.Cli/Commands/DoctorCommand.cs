@@ -49,6 +49,7 @@ internal static class DoctorCommand
         Fact("MKL", r.Mkl ?? "unknown");
         Fact("CPU capability", r.CpuCapability ?? "unknown");
         Fact("libstdc++", r.LibStdCxx);
+        Fact("native kernels", r.NativeKernelsStatus ?? "unknown");
         Fact("malloc", r.Malloc);
         Fact("environment", r.KernelEnvironment.Count == 0 ? "(no ONEDNN_/MKL_/OMP_/SVGD_ variables)" : string.Join(' ', r.KernelEnvironment.Select(kv => $"{kv.Key}={kv.Value}")));
         Fact("machine key", r.MachineKey);

@@ -22,6 +22,8 @@ public sealed record DiagnosisReport
     public string? Mkl { get; init; }
     public string? CpuCapability { get; init; }
     public required string LibStdCxx { get; init; }
+    /// <summary>Where our native kernels (libsvgd_kernels.so) were loaded from, or why they were not.</summary>
+    public string? NativeKernelsStatus { get; init; }
     /// <summary>Whether glibc's malloc keeps large blocks on the heap (<see cref="MallocTuning"/>).</summary>
     public required string Malloc { get; init; }
     /// <summary>Environment variables that steer oneDNN, MKL or OpenMP, as set for this process.</summary>
@@ -59,6 +61,10 @@ public sealed record DiagnosisReport
 /// <summary>The doctor's work: machine facts, a fresh kernel check (cached for later processes), the unpadded conv for comparison, and GEMM throughput.</summary>
 public static class Diagnosis
 {
+    /// <summary>Cheap (no checks): where libsvgd_kernels.so was loaded from (beside the assemblies or in
+    /// runtimes/linux-x64/native/ of the packages), or why it was not and libtorch runs instead.</summary>
+    public static string NativeKernelsStatus() => NativeKernels.Describe();
+
     public static DiagnosisReport Run()
     {
         var cpu = CpuInfo.Current;
@@ -93,6 +99,7 @@ public static class Diagnosis
             OneDnn = versions.OneDnn,
             Mkl = versions.Mkl,
             CpuCapability = versions.CpuCapability,
+            NativeKernelsStatus = NativeKernels.Describe(),
             LibStdCxx = TorchRuntime.Compat switch
             {
                 LibStdCxxCompat.ShimLoaded => "system libstdc++ lacks GLIBCXX_3.4.32: patched libLibTorchSharp.so + shim loaded",

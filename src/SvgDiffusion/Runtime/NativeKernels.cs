@@ -4,7 +4,8 @@ namespace SvgDiffusion.Runtime;
 
 /// <summary>
 /// Our C kernels (src/SvgDiffusion/Native, built by build/NativeKernels.targets into
-/// <see cref="FileName"/> beside the assemblies): the instructions .NET's intrinsics do not reach.
+/// <see cref="FileName"/> beside the assemblies, or in runtimes/linux-x64/native/ of the NuGet packages;
+/// see <see cref="NativeFiles"/>): the instructions .NET's intrinsics do not reach.
 /// Loaded on first use; where the file is missing (no C compiler at build time, another OS) every
 /// caller stays on libtorch and <see cref="MissingReason"/> says why.
 /// </summary>
@@ -21,6 +22,19 @@ static unsafe class NativeKernels
     public static readonly delegate* unmanaged<long> Bf16DotFlopsPerIteration;
     public static readonly delegate* unmanaged<long, float> Bf16DotLoop;
 
+    /// <summary>The loaded library's path; null when it is not loaded.</summary>
+    public static string? LoadedPath { get; }
+
+    /// <summary>One line for `svgd doctor`: where the kernels were loaded from, or why they were not.</summary>
+    public static string Describe()
+    {
+        if (LoadedPath is not { } p) return $"not loaded ({MissingReason}): bf16 linears run on libtorch";
+        string? why;
+        try { why = Bf16UnsupportedReason; }
+        catch (Exception e) { why = $"libtorch did not load: {(e.InnerException ?? e).Message.Split('\n')[0]}"; }
+        return why == null ? p : $"{p} (bf16 kernels off: {why})";
+    }
+
     /// <summary>Null when the library is loaded; otherwise why not.</summary>
     public static string? MissingReason { get; }
 
@@ -36,16 +50,18 @@ static unsafe class NativeKernels
             MissingReason = "native kernels are built for Linux x64 only";
             return;
         }
-        string? path = new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(NativeKernels).Assembly.Location) ?? "" }
-            .Select(d => Path.Combine(d, FileName)).FirstOrDefault(File.Exists);
+        string? path = NativeFiles.Find(FileName);
         if (path == null)
         {
             MissingReason = $"{FileName} was not built (no C compiler with -mavx512bf16 at build time)";
             return;
         }
-        if (!NativeLibrary.TryLoad(path, out IntPtr lib))
+        IntPtr lib;
+        try { lib = NativeLibrary.Load(path); }
+        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException)  // .NET's message says nothing more
         {
             MissingReason = $"{path}: cannot be loaded";
+            WarnIfUsable(MissingReason);
             return;
         }
         IntPtr Symbol(string name) => NativeLibrary.TryGetExport(lib, name, out IntPtr p) ? p : IntPtr.Zero;
@@ -55,8 +71,10 @@ static unsafe class NativeKernels
         if (new[] { elements, pack, part, attention, flops, loop, block, blockBytes }.Contains(IntPtr.Zero))
         {
             MissingReason = $"{path}: lacks entry points (stale build?)";
+            WarnIfUsable(MissingReason);
             return;
         }
+        LoadedPath = path;
         Bf16PackedElements = (delegate* unmanaged<int, int, long>)elements;
         Bf16Pack = (delegate* unmanaged<ushort*, int, int, ushort*, void>)pack;
         Bf16LinearPart = (delegate* unmanaged<IntPtr, int, int, void>)part;
@@ -65,5 +83,12 @@ static unsafe class NativeKernels
         Bf16DiTBlockJobBytes = (delegate* unmanaged<long>)blockBytes;
         Bf16DotFlopsPerIteration = (delegate* unmanaged<long>)flops;
         Bf16DotLoop = (delegate* unmanaged<long, float>)loop;
+    }
+
+    /// <summary>A library that is there but does not load is a fault worth one line, where the CPU could have used it;
+    /// on other CPUs (and where it was never built) the fallback is silent and <c>svgd doctor</c> says why.</summary>
+    static void WarnIfUsable(string why)
+    {
+        if (CpuInfo.Current.Has("avx512_bf16")) KernelGuard.Warn($"native kernels: {why}; bf16 linears stay on libtorch");
     }
 }

@@ -9,7 +9,7 @@ namespace SvgDiffusion.Runtime;
 /// <summary>
 /// A weight matrix [out, in] laid out for <see cref="Sgemm"/>: panels of 64 output features, each
 /// panel k-major (64 consecutive floats per input feature), the last panel padded with zeros. Packing
-/// costs a pass over the weight, so it is done once per weight and kept (see <see cref="PackedWeightSlot"/>).
+/// costs a pass over the weight, so it is done once per weight and kept (see <see cref="SvgDiffusion.Models.Common.PackedWeightSlot"/>).
 /// </summary>
 public sealed class PackedWeight : IDisposable
 {

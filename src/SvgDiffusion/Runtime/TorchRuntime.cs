@@ -15,7 +15,7 @@ public enum LibStdCxxCompat
 /// <summary>
 /// Prepares the process before TorchSharp's native library loads. On distributions whose libstdc++
 /// predates GLIBCXX_3.4.32 the build (build/LibTorchCompat.targets) leaves a shim beside the
-/// assemblies; it must be global before libLibTorchSharp.so resolves its symbols.
+/// assemblies (the packages carry it in runtimes/linux-x64/native/); it must be global before libLibTorchSharp.so resolves its symbols.
 /// </summary>
 public static class TorchRuntime
 {
@@ -46,15 +46,25 @@ public static class TorchRuntime
     static LibStdCxxCompat LoadShimIfPresent()
     {
         if (!OperatingSystem.IsLinux()) return LibStdCxxCompat.NotNeeded;
-        foreach (var dir in new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(TorchRuntime).Assembly.Location) ?? "" })
+        string? path = NativeFiles.Find(ShimFileName);
+        if (path == null) return LibStdCxxCompat.NotNeeded;
+        // The packages ship the shim (and a patched libLibTorchSharp.so) for every machine; where the system
+        // libstdc++ has the real symbol the shim must not shadow it.
+        if (SystemHasIosBaseLibraryInit()) return LibStdCxxCompat.NotNeeded;
+        if (DlOpen(path) == IntPtr.Zero)
+            throw new InvalidOperationException($"{path}: cannot load the libstdc++ compatibility shim: {DlError()}");
+        return LibStdCxxCompat.ShimLoaded;
+    }
+
+    /// <summary>Whether the process's libstdc++.so.6 defines std::ios_base_library_init() at GLIBCXX_3.4.32.</summary>
+    static bool SystemHasIosBaseLibraryInit()
+    {
+        try
         {
-            string path = Path.Combine(dir, ShimFileName);
-            if (!File.Exists(path)) continue;
-            if (DlOpen(path) == IntPtr.Zero)
-                throw new InvalidOperationException($"{path}: cannot load the libstdc++ compatibility shim: {DlError()}");
-            return LibStdCxxCompat.ShimLoaded;
+            if (!NativeLibrary.TryLoad("libstdc++.so.6", out IntPtr lib)) return false;
+            return dlvsym(lib, "_ZSt21ios_base_library_initv", "GLIBCXX_3.4.32") != IntPtr.Zero;
         }
-        return LibStdCxxCompat.NotNeeded;
+        catch (Exception) { return false; }
     }
 
     static IntPtr DlOpen(string path)
@@ -72,5 +82,6 @@ public static class TorchRuntime
 
     [DllImport("libc.so.6", EntryPoint = "dlopen")] static extern IntPtr dlopen_libc(string file, int mode);
     [DllImport("libdl.so.2", EntryPoint = "dlopen")] static extern IntPtr dlopen_libdl(string file, int mode);
+    [DllImport("libc.so.6")] static extern IntPtr dlvsym(IntPtr handle, string symbol, string version);
     [DllImport("libc.so.6", EntryPoint = "dlerror")] static extern IntPtr dlerror_libc();
 }

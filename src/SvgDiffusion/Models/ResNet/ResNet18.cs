@@ -105,7 +105,7 @@ public sealed class BasicBlock : Module<Tensor, Tensor>
 /// <c>layer2.0.downsample.0</c>), with the CNTK export's padding (<see cref="CntkPads"/>) so that it reproduces
 /// the ONNX file of Microsoft.ML.DnnImageFeaturizer.ResNet18 (<see cref="FromOnnx"/>). Runs at any input size
 /// and batch size. As in that file, layer4 has three BasicBlocks (<see cref="Blocks"/>). There is no classifier: the ONNX model ends at the 512-d average pool.
-/// <paramref name="layers"/> builds only <c>layer1</c>..<c>layerN</c>, for encoders that stop early.
+/// The constructor's <c>layers</c> builds only <c>layer1</c>..<c>layerN</c>, for encoders that stop early.
 /// Input: the ONNX model's, i.e. BGR 0-255 minus the mean image (<see cref="ResNet18Preprocess"/>).
 /// </summary>
 public sealed class ResNet18 : Module<Tensor, Tensor>
