@@ -84,6 +84,10 @@ public class EmojiImportTests
             pairs.Select(p => (p.Family, p.SourceName, p.TargetName)).OrderBy(x => x).ToArray());
         Assert.All(pairs, p => Assert.Contains("twitter-", Path.GetFileName(p.Source)));
         Assert.Throws<SvgdException>(() => SvgDiffusion.Evaluation.ColourFamilies.Pairs(o, "apple"));
+        // Targets from another artist: the same variants, Noto's drawings.
+        var crossed = SvgDiffusion.Evaluation.ColourFamilies.Pairs(o, "twitter", referenceVendor: "google");
+        Assert.Equal(pairs.Select(p => (p.SourceName, p.TargetName)).OrderBy(x => x), crossed.Select(p => (p.SourceName, p.TargetName)).OrderBy(x => x));
+        Assert.All(crossed, p => { Assert.Contains("twitter-", Path.GetFileName(p.Source)); Assert.Contains("google-", Path.GetFileName(p.Target)); });
 
         var bg = (1.0, 1.0, 1.0);
         TorchSharp.torch.Tensor Load(string f) => SvgDiffusion.Data.ImageFiles.LoadRgb(f).to(TorchSharp.torch.ScalarType.Float32) / 255;

@@ -81,7 +81,8 @@ public class ExitContractTests(FashionLatents data) : IClassFixture<FashionLaten
     {
         string dir = Reference.TempDir();
         Refused(Run("sample", "--model", "/nonexistent/dit.safetensors", "--out", Path.Combine(dir, "g.png")), "--model /nonexistent/dit.safetensors: no such file");
-        Refused(Run("reconstruct", "--autoencoder", dir, "--images", Fashion, "--out", Path.Combine(dir, "o")), "is a folder, expected a file");
+        // A folder is a model folder or nothing: one without dit.safetensors is refused, naming what it lacks.
+        Refused(Run("reconstruct", "--autoencoder", dir, "--images", Fashion, "--out", Path.Combine(dir, "o")), "a folder without dit.safetensors");
 
         // An output under a regular file, and one where nothing may be written, are found before sampling.
         string file = Path.Combine(dir, "plain.txt");

@@ -20,18 +20,19 @@ internal static class EvaluateRecolorCommand
         var data = new Option<string>("--data") { Description = "An 'svgd import-emoji' folder (captions.jsonl names the colour families).", Required = true }.InputPath();
         var vendor = new Option<string>("--vendor") { Description = "Whose images: the held-out vendor of the model's training (twitter for the bundled emoji model).", DefaultValueFactory = _ => "twitter" };
         var strengths = new Option<string>("--strengths") { Description = "Strengths swept for recolor, SDEdit-of-mix and vary (comma-separated).", DefaultValueFactory = _ => "0.3,0.5,0.7" };
+        var referenceVendor = new Option<string?>("--reference-vendor") { Description = "Take each target variant from this vendor instead (another artist's drawing, not aligned with the source, like a user's reference): e.g. google." };
         var people = new Option<int>("--skin-tone-people") { Description = "People/hands whose lightest and darkest skin tones are paired.", DefaultValueFactory = _ => 12 };
         var output = new Option<string>("--out") { Description = "Folder: measures.jsonl (every edit), summary.json, summary.md (tables) and strips.png (each family's first pair: source, target, mix, then each method at each strength).", Required = true }.OutputDir();
         var precision = PrecisionOption.Create();
         var cmd = new Command("evaluate-recolor", "Measure recolouring on the emoji colour families (hearts, circles, squares, books, skin tones, cats): shape kept (foreground IoU, frozen-feature cosine) and colour moved (hue-histogram distance to the target variant), against mix, SDEdit of the mixed latent and vary.")
-        { data, vendor, strengths, people, output, precision };
+        { data, vendor, referenceVendor, strengths, people, output, precision };
         foreach (var o in models.Options()) cmd.Options.Add(o);
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var list = ClassLabels.Split(p.GetValue(strengths)!, "--strengths").Select(x =>
                 double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : throw new SvgdException($"--strengths: '{x}' is not a number")).ToList();
             foreach (var s in list) GenerationRequest.ValidateStrength(s, "--");
-            var pairs = ColourFamilies.Pairs(p.GetValue(data)!, p.GetValue(vendor)!, p.GetValue(people));
+            var pairs = ColourFamilies.Pairs(p.GetValue(data)!, p.GetValue(vendor)!, p.GetValue(people), p.GetValue(referenceVendor));
             if (pairs.Count == 0) throw new SvgdException($"{p.GetValue(data)}: no colour-family pairs of vendor '{p.GetValue(vendor)}'");
             var request = models.DiT.Request(p, n: 1, precision: p.GetValue(precision));
             request.Validate(models.DiT.Limits(p), "--");
@@ -54,12 +55,12 @@ internal static class EvaluateRecolorCommand
             var json = new JsonSerializerOptions { WriteIndented = false };
             Checkpoints.AtomicFile.Write(Path.Combine(outDir, "measures.jsonl"), fs =>
             {
-                using var w = new StreamWriter(fs, new UTF8Encoding(false));
+                using var w = new StreamWriter(fs, new UTF8Encoding(false), leaveOpen: true);
                 foreach (var m in measures) w.WriteLine(JsonSerializer.Serialize(m, json));
             });
             Checkpoints.AtomicFile.Write(Path.Combine(outDir, "summary.json"), fs => JsonSerializer.Serialize(fs, summary, new JsonSerializerOptions { WriteIndented = true }));
             string table = Table(summary, pairs.Count, sw.Elapsed);
-            Checkpoints.AtomicFile.Write(Path.Combine(outDir, "summary.md"), fs => { using var w = new StreamWriter(fs, new UTF8Encoding(false)); w.Write(table); });
+            Checkpoints.AtomicFile.Write(Path.Combine(outDir, "summary.md"), fs => { using var w = new StreamWriter(fs, new UTF8Encoding(false), leaveOpen: true); w.Write(table); });
             if (strips.Count > 0)
             {
                 int columns = (int)strips[0].shape[0];

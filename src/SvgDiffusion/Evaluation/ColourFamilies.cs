@@ -24,8 +24,23 @@ public static class ColourFamilies
         ("cats", new Regex("^(?:BLACK )?CAT$")),
     };
 
-    /// <summary>The pairs of <paramref name="vendor"/>'s images under <paramref name="root"/>, at most <paramref name="skinTonePeople"/> people for skin tones.</summary>
-    public static IReadOnlyList<ColourPair> Pairs(string root, string vendor, int skinTonePeople = 24)
+    /// <summary>
+    /// The pairs of <paramref name="vendor"/>'s images under <paramref name="root"/>, at most <paramref name="skinTonePeople"/>
+    /// people for skin tones. With <paramref name="referenceVendor"/> the target of each pair is that vendor's drawing of the
+    /// target variant (another artist: not aligned with the source, as a user's reference photo would not be); pairs
+    /// whose target that vendor lacks are left out.
+    /// </summary>
+    public static IReadOnlyList<ColourPair> Pairs(string root, string vendor, int skinTonePeople = 24, string? referenceVendor = null)
+    {
+        var pairs = SameVendorPairs(root, vendor, skinTonePeople);
+        if (referenceVendor == null) return pairs;
+        var other = SameVendorPairs(root, referenceVendor, int.MaxValue).Select(p => (p.SourceName, p.Source)).Concat(
+                    SameVendorPairs(root, referenceVendor, int.MaxValue).Select(p => (p.TargetName, p.Target)))
+            .GroupBy(x => x.Item1).ToDictionary(g => g.Key, g => g.First().Item2);
+        return pairs.Where(p => other.ContainsKey(p.TargetName)).Select(p => p with { Target = other[p.TargetName] }).ToList();
+    }
+
+    static IReadOnlyList<ColourPair> SameVendorPairs(string root, string vendor, int skinTonePeople)
     {
         string captions = Path.Combine(root, "captions.jsonl");
         if (!File.Exists(captions)) throw new SvgdException($"{captions}: no captions file (make the folder with 'svgd import-emoji')");
@@ -59,8 +74,10 @@ public static class ColourFamilies
                 pairs.Add(new ColourPair(family, a.File, b.File, a.Name, b.Name));
             }
         }
-        var light = records.Where(r => r.Tone == "light").ToDictionary(r => r.Name[..r.Name.IndexOf(':')], r => r);
-        var dark = records.Where(r => r.Tone == "dark").ToDictionary(r => r.Name[..r.Name.IndexOf(':')], r => r);
+        // One person in two tones: the name with its tone phrase taken out ("MAN: LIGHT SKIN TONE, CURLY HAIR").
+        static string Person(string name) => Regex.Replace(name, "(MEDIUM-)?(LIGHT|DARK) SKIN TONE", "");
+        var light = records.Where(r => r.Tone == "light").GroupBy(r => Person(r.Name)).ToDictionary(g => g.Key, g => g.First());
+        var dark = records.Where(r => r.Tone == "dark").GroupBy(r => Person(r.Name)).ToDictionary(g => g.Key, g => g.First());
         foreach (var name in light.Keys.Where(dark.ContainsKey).Order(StringComparer.Ordinal).Take(skinTonePeople))
         {
             pairs.Add(new ColourPair("skin tones", light[name].File, dark[name].File, light[name].Name, dark[name].Name));
