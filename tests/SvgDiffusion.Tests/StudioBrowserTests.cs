@@ -1,4 +1,5 @@
 using Microsoft.Playwright;
+using SvgDiffusion.Sampling;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -208,7 +209,7 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
 
         byte[] source = File.ReadAllBytes(BundledService.ImagePath("sneaker")), like = File.ReadAllBytes(BundledService.ImagePath("bag"));
         await page.ClickAsync("#tabs button[data-tab=recolor]");
-        Assert.Equal("0.5", await page.InputValueAsync("#form-recolor input[name=strength]"));
+        Assert.Equal(GenerationRequest.DefaultRecolorStrength.ToString(System.Globalization.CultureInfo.InvariantCulture), await page.InputValueAsync("#form-recolor input[name=strength]"));
         // Without a reference or a class the page says what is missing, and sends nothing.
         await page.Locator("#form-recolor .slot[data-field=image] input[type=file]").SetInputFilesAsync(new FilePayload { Name = "sneaker.png", MimeType = "image/png", Buffer = source });
         await page.ClickAsync("#form-recolor button.go");

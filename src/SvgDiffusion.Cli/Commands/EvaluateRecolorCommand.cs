@@ -19,7 +19,7 @@ internal static class EvaluateRecolorCommand
         var models = new GenerationModelOptions();
         var data = new Option<string>("--data") { Description = "An 'svgd import-emoji' folder (captions.jsonl names the colour families).", Required = true }.InputPath();
         var vendor = new Option<string>("--vendor") { Description = "Whose images: the held-out vendor of the model's training (twitter for the bundled emoji model).", DefaultValueFactory = _ => "twitter" };
-        var strengths = new Option<string>("--strengths") { Description = "Strengths swept for recolor, SDEdit-of-mix and vary (comma-separated).", DefaultValueFactory = _ => "0.3,0.5,0.7" };
+        var strengths = new Option<string>("--strengths") { Description = "Strengths swept for recolor, SDEdit-of-mix and vary (comma-separated).", DefaultValueFactory = _ => "0.1,0.3" };
         var referenceVendor = new Option<string?>("--reference-vendor") { Description = "Take each target variant from this vendor instead (another artist's drawing, not aligned with the source, like a user's reference): e.g. google." };
         var people = new Option<int>("--skin-tone-people") { Description = "People/hands whose lightest and darkest skin tones are paired.", DefaultValueFactory = _ => 12 };
         var output = new Option<string>("--out") { Description = "Folder: measures.jsonl (every edit), summary.json, summary.md (tables) and strips.png (each family's first pair: source, target, mix, then each method at each strength).", Required = true }.OutputDir();

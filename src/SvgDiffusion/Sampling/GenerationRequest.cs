@@ -120,7 +120,7 @@ public sealed record GenerationRequest
     public const double DefaultStrength = 0.3;
 
     /// <summary>Default strength of a recolouring (<see cref="GenerationService.Recolor"/>): the residual channels are regenerated over this part of the schedule.</summary>
-    public const double DefaultRecolorStrength = 0.5;
+    public const double DefaultRecolorStrength = 0.1;
 
     /// <summary>An SDEdit strength (how far towards noise an image is moved): 1 is pure noise; below <see cref="MinStrength"/> the start time rounds to the end.</summary>
     public static void ValidateStrength(double strength, string prefix = "") => CheckRange($"{prefix}strength", strength, MinStrength, 1);
