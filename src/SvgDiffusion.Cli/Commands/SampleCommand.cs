@@ -34,8 +34,9 @@ internal static class SampleCommand
         cmd.SetAction(SvgdCli.Guard(cli, p =>
         {
             var console = cli.Console;
-            bool bundled = models.IsBundled(p);
-            // The bundled model's default is a row per class; an explicit --n without --classes is the total, as the help says.
+            // A model folder (a bundled one by name, the default, or one written by export) holds its autoencoder and class
+            // names: its default is a row per class into samples.png; an explicit --n without --classes is the total, as the help says.
+            bool bundled = models.Folder(p) != null;
             bool nGiven = p.GetResult(n) is { Implicit: false };
             bool allClasses = bundled && p.GetValue(classes) == null && p.GetValue(labels) == null && !nGiven;
             var request = ditOptions.Request(p, p.GetValue(classes), p.GetValue(labels), p.GetValue(n), p.GetValue(precision));
