@@ -234,7 +234,7 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         using var ts = Data.ImageFiles.DecodeRgb(source, "source");
         using var tl = Data.ImageFiles.DecodeRgb(like, "like");
         var plan = s.Plan(new Sampling.GenerationRequest { N = 1, Steps = 3, Seed = 6 }, new Sampling.GenerationLimits(8, 8), unconditionalByDefault: true, classesField: "class");
-        using (var r = s.Recolor(ts, tl, 0.5, plan))
+        using (var r = s.Recolor(ts, tl, GenerationRequest.DefaultRecolorStrength, plan))
             Assert.Equal(Data.ImageFiles.EncodePng(r.Images![0]), Convert.FromBase64String(src["data:image/png;base64,".Length..]));
         await page.ScreenshotAsync(new() { Path = Shot("studio-recolor.png"), FullPage = true });
 

@@ -35,7 +35,7 @@ internal static class ReconstructCommand
         {
             if (p.GetValue(imageArg) != null && p.GetValue(images) != null) throw new SvgdException("give the images either as the argument or as --images, not both");
             string source = p.GetValue(imageArg) ?? p.GetValue(images) ?? throw new SvgdException("give an image or a folder: svgd reconstruct IMAGES --out rec.png");
-            string? aePath = p.GetValue(ae.Autoencoder);
+            string? aePath = ae.ResolvedPath(p);
             if (aePath == null)
             {
                 Sampling.BundledModel.EnsurePresent();
