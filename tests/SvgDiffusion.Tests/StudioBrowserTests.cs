@@ -73,6 +73,7 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         await page.Locator("#result .tiles img").Nth(1).ClickAsync();
         await page.ClickAsync("#tabs button[data-tab=reconstruct]");
         await page.ClickAsync("#form-reconstruct .use-picked");
+        Assert.Equal("result #1", await page.TextContentAsync("#form-reconstruct .slot .file-name"));
         await page.ClickAsync("#form-reconstruct button.go");
         await page.Locator("#result h2", new() { HasTextString = "reconstruct" }).WaitForAsync(new() { Timeout = 60_000 });
         Assert.Equal(32, await page.Locator("#result img.grid").EvaluateAsync<int>("img => img.naturalWidth"));
@@ -382,6 +383,11 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
             """, Convert.ToBase64String(png));
         await page.Locator("#form-mix .slot[data-field=semantic] img").WaitForAsync();
         await page.Locator("#form-mix .slot[data-field=detail] img").WaitForAsync();
+        // Each filled slot names its image; the native file input (and its "No file chosen") is not shown.
+        Assert.Equal("dropped: dropped.png", await page.TextContentAsync("#form-mix .slot[data-field=semantic] .file-name"));
+        Assert.Equal("pasted image", await page.TextContentAsync("#form-mix .slot[data-field=detail] .file-name"));
+        foreach (var input in await page.Locator("#form-mix input[type=file]").AllAsync())
+            Assert.False(await input.IsVisibleAsync(), "a native file input (\"No file chosen\") is shown next to a filled slot");
         await page.ClickAsync("#form-mix button.go");
         await page.Locator("#result h2", new() { HasTextString = "mix" }).WaitForAsync(new() { Timeout = 60_000 });
         Assert.Equal(new[] { "semantic from", "detail from", "mix" }, await page.Locator("#result .compare figcaption").AllTextContentsAsync());
@@ -395,6 +401,13 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         await page.ReloadAsync();
         await page.Locator("#model-info", new() { HasTextString = "fashion-mnist" }).WaitForAsync();
         Assert.Equal(entries, await page.Locator("#gallery .entry").CountAsync());
+        // The restored mix shows its inputs beside the result, as before the reload.
+        await page.Locator("#gallery .entry img").First.ClickAsync();
+        await page.Locator("#result h2", new() { HasTextString = "mix" }).WaitForAsync();
+        Assert.Equal(new[] { "semantic from", "detail from", "mix" }, await page.Locator("#result .compare figcaption").AllTextContentsAsync());
+        Assert.Equal(2, await page.Locator("#result .compare img.input").CountAsync());
+        foreach (var img in await page.Locator("#result .compare img.input").AllAsync())
+            Assert.True(await img.EvaluateAsync<bool>("i => i.src.startsWith('data:image/') && i.complete && i.naturalWidth > 0"), "a restored input image did not load");
         await page.Locator("#gallery .entry img").Last.ClickAsync();
         Assert.Equal(80, await page.Locator("#result .tiles img").CountAsync());
         log.WriteLine($"screenshots: {Reference.TempDir()}/studio-1280-*.png");

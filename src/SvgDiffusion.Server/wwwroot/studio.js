@@ -284,7 +284,7 @@ function show(result, label, id = 0, inputs = []) {
     // The same size as the inputs beside it: RESULT_SCALE times the model's image size, never wider than the panel.
     grid.style.width = `${(state.model ? state.model.image_size : 32) * RESULT_SCALE}px`;
     grid.title = 'click to pick this image; double-click to enlarge';
-    grid.addEventListener('click', () => pick(grid, result.images[0].png));
+    grid.addEventListener('click', () => pick(grid, result.images[0].png, id));
     grid.addEventListener('dblclick', () => zoom(grid.src));
     const row = document.createElement('div');
     row.className = 'compare';
@@ -326,7 +326,7 @@ function show(result, label, id = 0, inputs = []) {
       const name = im.class || (label.startsWith('interpolate') ? `frame ${i + 1}` : `image ${i + 1}`);
       img.alt = im.class ? `sample ${i} (${im.class})` : name;
       img.title = 'click to pick this image for the edit tabs; double-click to enlarge';
-      img.addEventListener('click', () => pick(img, im.png));
+      img.addEventListener('click', () => pick(img, im.png, id));
       img.addEventListener('dblclick', () => zoom(img.src));
       const a = document.createElement('a');
       a.href = img.src;
@@ -348,6 +348,13 @@ function show(result, label, id = 0, inputs = []) {
   if (!fresh) return;
   addToGallery({ result, label, id, inputs });
   saveGallery();
+  // The inputs go into the saved gallery as small data URLs once they are made (a blob: URL does not survive a reload).
+  if (inputs.some((i) => i.small && typeof i.small.then === 'function')) {
+    Promise.all(inputs.map((i) => i.small)).then((smalls) => {
+      inputs.forEach((inp, k) => { inp.small = smalls[k]; });
+      saveGallery();
+    });
+  }
 }
 
 /** "send to …" for the picked image (any result's image, once clicked), and enlarge. */
@@ -381,7 +388,7 @@ function fillActions(actions, gridUrl) {
 function sendPicked(tab, field) {
   if (!state.picked) return;
   const slot = $(`#form-${tab} .slot[data-field="${field}"]`);
-  slot.setImage(state.picked.blob, state.picked.url);
+  slot.setImage(state.picked.blob, state.picked.url, state.picked.name);
   showTab(tab);
   if (tab === 'interpolate') {
     $('#form-interpolate input[value=images]').checked = true;
@@ -428,7 +435,10 @@ function addToGallery(entryData, append = false) {
 }
 
 function saveGallery() {
-  let items = $$('#gallery .entry').map((e) => ({ result: e.data.result, label: e.data.label, id: e.data.id }));
+  const saved = (inputs) => (inputs || [])
+    .filter((i) => typeof i.small === 'string')
+    .map((i) => ({ title: i.title, url: i.small }));
+  let items = $$('#gallery .entry').map((e) => ({ result: e.data.result, label: e.data.label, id: e.data.id, inputs: saved(e.data.inputs) }));
   for (;;) {
     try {
       if (items.length) localStorage.setItem(GALLERY_KEY, JSON.stringify({ next: state.results, items }));
@@ -448,15 +458,18 @@ function loadGallery() {
   state.results = Number(saved.next) || 0;
   for (const it of saved.items.slice(0, GALLERY_MAX)) {
     if (it && it.result && typeof it.result.grid === 'string' && Array.isArray(it.result.images)) {
-      addToGallery({ result: it.result, label: String(it.label), id: Number(it.id) }, true);
+      const inputs = (Array.isArray(it.inputs) ? it.inputs : [])
+        .filter((i) => i && typeof i.title === 'string' && typeof i.url === 'string' && i.url.startsWith('data:image/'))
+        .map((i) => ({ title: i.title, url: i.url, small: i.url }));
+      addToGallery({ result: it.result, label: String(it.label), id: Number(it.id), inputs }, true);
     }
   }
 }
 
-function pick(img, b64) {
+function pick(img, b64, id) {
   $$('.picked').forEach((x) => x.classList.remove('picked'));
   img.classList.add('picked');
-  state.picked = { blob: b64ToBlob(b64), url: img.src };
+  state.picked = { blob: b64ToBlob(b64), url: img.src, name: id ? `result #${id}` : 'picked image' };
   $$('.use-picked, .actions .send').forEach((b) => { b.disabled = false; });
   setStatus('picked an image: "send picked image to" or a slot\'s "use picked image" puts it into an edit slot');
 }
@@ -469,11 +482,18 @@ function makeSlots() {
     $('figcaption', fig).textContent = slot.dataset.title || 'image';
     const img = $('img', fig);
     const input = $('input', fig);
-    const setBlob = (blob, url) => {
+    const name = $('.file-name', fig);
+    // The slot names its image (the native input, and its "No file chosen", stays hidden): a file's name, "pasted image", "result #3".
+    const setBlob = (blob, url, what) => {
       slot.blob = blob;
       slot.url = url;
+      slot.small = smallDataUrl(blob);
       img.src = url;
       img.hidden = false;
+      name.textContent = what || 'image';
+      name.title = name.textContent;
+      slot.classList.add('filled');
+      if (what && !what.startsWith('file: ')) input.value = '';
     };
     slot.setImage = setBlob;
     slot.clear = () => {
@@ -481,11 +501,16 @@ function makeSlots() {
       slot.url = null;
       img.hidden = true;
       img.removeAttribute('src');
+      slot.small = null;
       input.value = '';
+      name.textContent = 'no image yet';
+      name.title = '';
+      slot.classList.remove('filled');
     };
+    $('.choose', fig).addEventListener('click', () => input.click());
     input.addEventListener('change', () => {
       const f = input.files[0];
-      if (f) setBlob(f, URL.createObjectURL(f));
+      if (f) setBlob(f, URL.createObjectURL(f), 'file: ' + f.name);
     });
     // Drag and drop: an image file from the desktop, or an image dragged from this page (its URL).
     slot.addEventListener('dragover', (ev) => { ev.preventDefault(); slot.classList.add('dragover'); });
@@ -494,13 +519,13 @@ function makeSlots() {
       ev.preventDefault();
       slot.classList.remove('dragover');
       const blob = await imageFrom(ev.dataTransfer);
-      if (blob) { setBlob(blob, URL.createObjectURL(blob)); setStatus(`dropped an image into "${slot.dataset.title || 'image'}"`); }
+      if (blob) { setBlob(blob, URL.createObjectURL(blob), 'dropped: ' + (blob.name || 'image')); setStatus(`dropped an image into "${slot.dataset.title || 'image'}"`); }
       else setStatus('that was not an image', 'error');
     });
     slot.addEventListener('pointerenter', () => { state.hoverSlot = slot; });
     slot.addEventListener('pointerleave', () => { if (state.hoverSlot === slot) state.hoverSlot = null; });
     $('.use-picked', fig).addEventListener('click', () => {
-      if (state.picked) setBlob(state.picked.blob, state.picked.url);
+      if (state.picked) setBlob(state.picked.blob, state.picked.url, state.picked.name);
     });
     slot.append(fig);
   }
@@ -530,7 +555,7 @@ async function onPaste(ev) {
   const slot = (state.hoverSlot && slots.includes(state.hoverSlot) && state.hoverSlot) || slots.find((x) => !x.blob) || slots[0];
   if (!slot) { setStatus('pasting an image needs a tab with an image slot (Vary, Recolour, Mix, Interpolate, Reconstruct)', 'error'); return; }
   ev.preventDefault();
-  slot.setImage(blob, URL.createObjectURL(blob));
+  slot.setImage(blob, URL.createObjectURL(blob), 'pasted image');
   setStatus(`pasted an image into "${slot.dataset.title || 'image'}"`);
 }
 
@@ -542,7 +567,24 @@ function slotFile(form, field) {
 
 /** What went into a one-image result, to show beside it: [{ title, url }]. */
 function slotInputs(form, fields) {
-  return fields.map(([field, title]) => ({ title, url: $(`.slot[data-field="${field}"]`, form).url }));
+  return fields.map(([field, title]) => {
+    const slot = $(`.slot[data-field="${field}"]`, form);
+    return { title, url: slot.url, small: slot.small };
+  });
+}
+
+/** The image as a small PNG data URL (at most 96 px a side) for the gallery in localStorage; a promise, null if unreadable. */
+async function smallDataUrl(blob) {
+  try {
+    const bmp = await createImageBitmap(blob);
+    const s = Math.min(1, 96 / Math.max(bmp.width, bmp.height));
+    const c = document.createElement('canvas');
+    c.width = Math.max(1, Math.round(bmp.width * s));
+    c.height = Math.max(1, Math.round(bmp.height * s));
+    c.getContext('2d').drawImage(bmp, 0, 0, c.width, c.height);
+    bmp.close();
+    return c.toDataURL('image/png');
+  } catch (e) { return null; }
 }
 
 // ---- the forms ---------------------------------------------------------------------------------
