@@ -59,6 +59,12 @@ public class StudioBrowserTests(StudioFixture fx, ITestOutputHelper log)
         Assert.True(width > 6 * 34, $"grid width {width}");
         Assert.Equal(18, await page.Locator("#result .tiles img").CountAsync());
         Assert.StartsWith("data:image/png;base64,", await page.Locator("#result a.download").GetAttributeAsync("href"));
+        // Download all: every image of the result as its own PNG, in one click.
+        var downloads = new List<string>();
+        page.Download += (_, d) => { lock (downloads) downloads.Add(d.SuggestedFilename); };
+        await page.ClickAsync("#result button.download-all");
+        for (int i = 0; i < 150 && downloads.Count < 18; i++) await Task.Delay(100);
+        lock (downloads) Assert.Equal(18, downloads.Distinct().Count());
         Assert.Equal(await page.Locator("#progress").EvaluateAsync<double>("p => p.max"), await page.Locator("#progress").EvaluateAsync<double>("p => p.value"));
 
         // The README's picture of the studio.

@@ -342,7 +342,14 @@ function show(result, label, id = 0, inputs = []) {
     const summary = document.createElement('summary');
     summary.textContent = `${result.images.length} images, one by one (to pick or download)`;
     fold.append(summary, tiles);
-    box.append(grid, download, meta, actions, fold);
+    // Every image as its own PNG, in one click (the browser may ask once to allow several downloads).
+    const all = document.createElement('button');
+    all.type = 'button';
+    all.className = 'download-all';
+    all.textContent = `download all ${result.images.length} PNGs`;
+    // Spaced out: Chromium drops clicks past about ten downloads started at once.
+    all.addEventListener('click', () => tiles.querySelectorAll('a[download]').forEach((a, i) => setTimeout(() => a.click(), 150 * i)));
+    box.append(grid, download, all, meta, actions, fold);
   }
   fillActions(actions, grid.src);
   if (!fresh) return;
