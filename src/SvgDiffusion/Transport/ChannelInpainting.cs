@@ -43,8 +43,9 @@ public sealed class ChannelInpainting : IDisposable
     public Tensor Apply(Tensor x, double t, long first = 0)
     {
         using var scope = torch.NewDisposeScope();
-        var k = KnownAt(t);
-        if (first != 0 || k.shape[0] != x.shape[0]) k = k.narrow(0, first, x.shape[0]);
+        // Only the slice's rows of the known path: a pass of m rows costs m rows, not the whole batch.
+        long rows = x.shape[0];
+        var k = (1 - t) * noise.narrow(0, first, rows) + t * known.narrow(0, first, rows);
         var m = mask.to(x.dtype);
         return (x * (1 - m) + k.to(x.dtype) * m).MoveToOuterDisposeScope();
     }
